@@ -1,0 +1,31 @@
+"""rtmdet_keras: RTMDet object detection in Keras 3, from COCO JSON to int8 TFLite.
+
+The public surface is small: ``load_config``, ``build_model`` and the modules named below. Heavy
+imports (TensorFlow, Keras) happen only when a name that needs them is used, so ``load_config``
+and the command-line help start fast.
+"""
+
+import os
+
+# TensorFlow's C++ start-up chatter hides the messages that matter to a user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from rtmdet_keras.config import Config, ConfigError, load_config  # noqa: E402
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": ("rtmdet_keras.models", "build_model"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'rtmdet_keras' has no attribute {name!r}")
+
+
+__all__ = ["Config", "ConfigError", "load_config", "build_model", "__version__"]
