@@ -1,0 +1,123 @@
+"""The ``rtmdet`` command group and the options every command shares.
+
+Each subcommand lives next to the code it drives (``rtmdet_keras/train.py`` defines ``train``, and so
+on) and is imported only when it runs, so ``rtmdet --help`` starts without TensorFlow.
+
+``--cfg-options`` takes any number of ``key=value`` words, as on the SSCMA/mmdetection command
+line: ``--cfg-options num_classes=2 imgsz='(192,192)' max_epochs=50``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from rtmdet_keras.config import ConfigError, load_config
+
+# name -> (module, attribute, one-line help)
+COMMANDS = {
+    "models": ("rtmdet_keras.models.summary", "summary_command", "Build a preset and print its parts, parameters and FLOPs."),
+    "check-data": ("rtmdet_keras.data.check", "check_data_command", "Read a data set and print what it holds and what was skipped."),
+    "browse-dataset": ("rtmdet_keras.data.browse", "browse_command", "Write augmented training samples with their boxes drawn."),
+    "train": ("rtmdet_keras.train", "train_command", "Train a detector."),
+    "evaluate": ("rtmdet_keras.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
+    "export": ("rtmdet_keras.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
+    "predict": ("rtmdet_keras.predict", "predict_command", "Draw detections on images."),
+    "qat": ("rtmdet_keras.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
+    "convert-checkpoint": ("rtmdet_keras.checkpoint_convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
+}
+
+
+def split_cfg_options(args):
+    """Gather every word after ``--cfg-options`` (up to the next ``--flag``) into repeated
+    ``--cfg-options WORD`` pairs, which click understands."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--cfg-options":
+            i += 1
+            while i < len(args) and not args[i].startswith("--"):
+                out += ["--cfg-options", args[i]]
+                i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+class VariadicCfgCommand(click.Command):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, split_cfg_options(args))
+
+
+def config_options(config_required: bool = True):
+    """Decorator adding ``--config`` and ``--cfg-options`` to a command (use with ``cls=VariadicCfgCommand``)."""
+
+    def deco(f):
+        f = click.option(
+            "--cfg-options",
+            "cfg_options",
+            multiple=True,
+            metavar="KEY=VALUE ...",
+            help="Override settings, e.g. num_classes=2 imgsz='(192,192)' model.widen_factor=0.5",
+        )(f)
+        f = click.option(
+            "--config",
+            "config",
+            required=False,
+            default=None if config_required else "nano",
+            help="Preset name (nano, tiny, ...) or path to a YAML config.",
+        )(f)
+        return f
+
+    return deco
+
+
+def load_config_or_exit(config, cfg_options, positional_config=None):
+    """Load the config for a command; a bad key or value ends the command with a one-line message."""
+    name = config or positional_config
+    if name is None:
+        raise click.UsageError("give a config: --config nano.yaml (or a preset name, or a path)")
+    try:
+        return load_config(name, list(cfg_options))
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            return click.Command(name, help=f"(not available in this version) {COMMANDS[name][2]}",
+                                 callback=lambda: (_ for _ in ()).throw(click.ClickException(f"'{name}' is not available in this version")))
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rtmdet_keras", message="%(prog)s %(version)s")
+def main():
+    """RTMDet in Keras 3: train on COCO JSON or YOLO data, evaluate, export to int8 TFLite, QAT."""
+
+
+def run_standalone(command, prog_name):
+    """Entry for ``python -m rtmdet_keras.X``: run one command with its own argv."""
+    sys.exit(command.main(args=sys.argv[1:], prog_name=prog_name, standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

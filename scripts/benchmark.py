@@ -1,0 +1,37 @@
+"""Benchmarks: ``python scripts/benchmark.py {models,data,train,export} [options]``.
+
+Each part lives in ``scripts/bench/<part>.py`` and defines ``main(argv)``. Figures go into
+``docs/benchmarks.md`` together with the command that produced them. Timings are never asserted in
+tests; compare as ratios measured in one run, the machine is shared and noisy.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+PARTS = {
+    "models": "parameters, GFLOPs and Keras forward latency per preset",
+    "data": "images/s of the stage-1 and stage-2 training pipelines",
+    "train": "training steps/s",
+    "export": "export time, .tflite size and interpreter latency",
+}
+
+
+def main(argv):
+    if not argv or argv[0] not in PARTS or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        for k, v in PARTS.items():
+            print(f"  {k:8s} {v}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    path = Path(__file__).parent / "bench" / f"{argv[0]}.py"
+    if not path.exists():
+        print(f"benchmark part {argv[0]!r} is not written yet ({path})", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(f"bench_{argv[0]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
