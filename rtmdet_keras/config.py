@@ -281,6 +281,12 @@ def _coerce(key: str, value: Any, tp, where: str) -> Any:
             raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; people mean a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         return float(value)
