@@ -1,0 +1,76 @@
+"""COCO evaluation against hand-worked cases."""
+
+import numpy as np
+import pytest
+
+from rtmdet_keras.data.records import DetectionDataset, ImageRecord
+from rtmdet_keras.evaluation import Detections, evaluate_detections, format_comparison_table
+
+
+def _dataset():
+    recs = [
+        ImageRecord(1, "a.jpg", 200, 100, np.array([[10, 10, 60, 60]], np.float32), np.array([0], np.int32)),
+        ImageRecord(2, "b.jpg", 200, 100, np.array([[100, 20, 150, 70], [20, 20, 70, 70]], np.float32),
+                    np.array([1, 0], np.int32)),
+        ImageRecord(3, "c.jpg", 200, 100, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32)),
+    ]
+    # Roboflow style: category 0 is the unused super-category, labels map to ids 1 and 2.
+    return DetectionDataset(recs, ["cat", "dog"], [1, 2], "mem")
+
+
+def test_perfect_detections_score_one():
+    ds = _dataset()
+    det = Detections()
+    for r in ds.records:
+        det.add(r.image_id, r.boxes, np.full(len(r.boxes), 0.9), r.labels)
+    res = evaluate_detections(ds, det)
+    assert res.metrics["bbox_mAP"] == pytest.approx(1.0)
+    assert res.metrics["bbox_mAP_50"] == pytest.approx(1.0)
+    assert [row["class"] for row in res.per_class] == ["cat", "dog"]
+    assert [row["gts"] for row in res.per_class] == [2, 1]
+    # The summary is pycocotools' own 12 lines.
+    lines = res.summary.rstrip("\n").splitlines()
+    assert len(lines) == 12 and lines[0].startswith(" Average Precision  (AP) @[ IoU=0.50:0.95")
+
+
+def test_shifted_box_passes_only_low_iou_thresholds():
+    # One GT 50x50 and one detection shifted by 9 px in x: IoU = 41*50 / (2*2500 - 41*50) = 2050/2950 = 0.695.
+    # It matches at IoU thresholds 0.50..0.65 (4 of the 10), so AP50:95 = 0.4, AP50 = 1, AP75 = 0.
+    rec = ImageRecord(1, "a.jpg", 200, 100, np.array([[10, 10, 60, 60]], np.float32), np.array([0], np.int32))
+    ds = DetectionDataset([rec], ["cat"], [1], "mem")
+    det = Detections()
+    det.add(1, [[19, 10, 69, 60]], [0.8], [0])
+    res = evaluate_detections(ds, det)
+    assert res.metrics["bbox_mAP_50"] == pytest.approx(1.0)
+    assert res.metrics["bbox_mAP_75"] == pytest.approx(0.0)
+    assert res.metrics["bbox_mAP"] == pytest.approx(0.4)
+
+
+def test_wrong_class_and_no_detections_score_zero():
+    ds = _dataset()
+    det = Detections()
+    det.add(1, ds.records[0].boxes, [0.9], [1])  # right place, wrong class
+    res = evaluate_detections(ds, det)
+    assert res.metrics["bbox_mAP"] == pytest.approx(0.0)
+    empty = evaluate_detections(ds, Detections())
+    assert empty.metrics["bbox_mAP"] == 0.0 and "no detections" in empty.summary
+
+
+def test_crowd_regions_do_not_count_as_misses_or_false_positives():
+    rec = ImageRecord(1, "a.jpg", 200, 100, np.array([[10, 10, 60, 60]], np.float32), np.array([0], np.int32),
+                      crowd_boxes=np.array([[100, 10, 190, 90]], np.float32))
+    ds = DetectionDataset([rec], ["cat"], [1], "mem")
+    det = Detections()
+    det.add(1, [[10, 10, 60, 60], [110, 20, 180, 80]], [0.9, 0.95], [0, 0])
+    res = evaluate_detections(ds, det)
+    assert res.metrics["bbox_mAP"] == pytest.approx(1.0)
+
+
+def test_tables_are_readable():
+    ds = _dataset()
+    det = Detections()
+    det.add(1, ds.records[0].boxes, [0.9], [0])
+    text = evaluate_detections(ds, det).report()
+    assert "cat" in text and "AP50:95" in text
+    table = format_comparison_table({"float": {"bbox_mAP": 0.5, "bbox_mAP_50": 0.9}, "int8": {"bbox_mAP": 0.49}})
+    assert "float" in table and "0.5000" in table and "nan" in table
