@@ -1,0 +1,101 @@
+"""Exponential moving average of all weights, BatchNorm statistics included (RTMDet's ExpMomentumEMA)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def ema_momentum(updates: int, momentum: float = 0.0002, gamma: float = 2000.0) -> float:
+    """Weight of the *new* value at update number ``updates`` (0-based):
+    ``(1 - m) * exp(-(1 + updates) / gamma) + m``. Near 1 early (the average follows the weights),
+    settling to ``m``."""
+    return (1.0 - momentum) * math.exp(-(1.0 + updates) / gamma) + momentum
+
+
+class ExpMomentumEMA(keras.callbacks.Callback):
+    """Keeps ``ema = (1 - m_t) * ema + m_t * w`` for every float weight of the model after each batch.
+
+    Use it in any ``fit`` call. Evaluation, the best checkpoint and export use the averaged weights:
+    ``with ema.swapped(): ...`` puts them into the model for the duration of the block.
+    """
+
+    def __init__(self, momentum: float = 0.0002, gamma: float = 2000.0):
+        super().__init__()
+        self.momentum = float(momentum)
+        self.gamma = float(gamma)
+        self.updates = None  # tf.Variable, number of updates so far
+        self._shadow = None
+        self._targets = None
+        self._update_fn = None
+
+    def _variables(self):
+        return [v for v in self.model.weights if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+
+    def _ensure_built(self):
+        if self._shadow is not None:
+            return
+        self._targets = self._variables()
+        with tf.init_scope():
+            self._shadow = [tf.Variable(tf.convert_to_tensor(v), trainable=False, name="ema") for v in self._targets]
+            if self.updates is None:
+                self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_updates")
+
+        m, gamma = self.momentum, self.gamma
+        shadow, targets, updates = self._shadow, self._targets, self.updates
+
+        @tf.function
+        def update():
+            step = tf.cast(updates, tf.float32)
+            w = (1.0 - m) * tf.exp(-(1.0 + step) / gamma) + m
+            for s, v in zip(shadow, targets):
+                value = tf.convert_to_tensor(v)
+                s.assign(s * tf.cast(1.0 - w, s.dtype) + value * tf.cast(w, s.dtype))
+            updates.assign_add(1)
+
+        self._update_fn = update
+
+    def set_model(self, model):
+        if self._shadow is not None and model is not self.model:
+            self._shadow = None  # a new model: start from its weights
+        super().set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self._ensure_built()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update_fn()
+
+    # --- state ---
+    def get_state(self):
+        self._ensure_built()
+        return {"updates": int(self.updates.numpy()), "weights": [s.numpy() for s in self._shadow]}
+
+    def set_state(self, state):
+        self._ensure_built()
+        if len(state["weights"]) != len(self._shadow):
+            raise ValueError(f"EMA state has {len(state['weights'])} tensors, the model {len(self._shadow)}")
+        for s, w in zip(self._shadow, state["weights"]):
+            s.assign(np.asarray(w))
+        self.updates.assign(int(state["updates"]))
+
+    def averaged_weights(self):
+        self._ensure_built()
+        return [s.numpy() for s in self._shadow]
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Temporarily load the averaged weights into the model."""
+        self._ensure_built()
+        saved = [v.numpy() for v in self._targets]
+        for v, s in zip(self._targets, self._shadow):
+            v.assign(s.numpy())
+        try:
+            yield
+        finally:
+            for v, w in zip(self._targets, saved):
+                v.assign(w)
