@@ -1,0 +1,170 @@
+"""Checkpoints in ``work_dirs/<config>/``: written atomically, resumable, pruned.
+
+- ``epoch_N.ckpt.npz``: the whole training state after epoch N (weights, EMA weights and update
+  count, optimiser variables, epoch, best metric so far). The newest ``max_keep_ckpts`` are kept.
+- ``last_checkpoint``: one line naming the newest complete ``epoch_N.ckpt.npz``; written after it.
+- ``best_coco_bbox_mAP.keras``: the inference network with EMA weights, for export and evaluation.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a run
+killed at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+
+LAST_POINTER = "last_checkpoint"
+BEST_NAME = "best_coco_bbox_mAP.keras"
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.ckpt\.npz$")
+
+
+def atomic_write(path, write_fn, suffix="") -> None:
+    """Call ``write_fn(tmp_path)`` then rename ``tmp_path`` to ``path``. ``suffix`` keeps an extension
+    some writers insist on (``.keras``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_inference_model(network: keras.Model, path) -> None:
+    """Save the functional network as ``.keras``, atomically."""
+    atomic_write(path, lambda tmp: network.save(tmp), suffix=".keras")
+
+
+def _variables_of(optimizer):
+    return list(optimizer.variables)
+
+
+def save_training_state(path, model: keras.Model, optimizer, ema=None, meta: Optional[dict] = None) -> None:
+    """Write the training state to ``path`` (``.npz``) atomically."""
+    arrays = {}
+    for i, v in enumerate(model.weights):
+        arrays[f"model/{i:05d}"] = np.asarray(v)
+    for i, v in enumerate(_variables_of(optimizer)):
+        arrays[f"optimizer/{i:05d}"] = np.asarray(v)
+    meta = dict(meta or {})
+    meta["num_model_weights"] = len(model.weights)
+    meta["model_weight_paths"] = [v.path for v in model.weights]
+    meta["num_optimizer_variables"] = len(_variables_of(optimizer))
+    if ema is not None:
+        state = ema.get_state()
+        meta["ema_updates"] = state["updates"]
+        for i, w in enumerate(state["weights"]):
+            arrays[f"ema/{i:05d}"] = w
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_training_state(path) -> dict:
+    """Read a state written by :func:`save_training_state`: ``{"meta", "model", "optimizer", "ema"}``."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            groups = {"model": [], "optimizer": [], "ema": []}
+            for key in sorted(k for k in data.files if k != "meta"):
+                group = key.split("/")[0]
+                groups[group].append(data[key])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise RuntimeError(f"{path}: not a readable rtmdet_keras checkpoint ({e}); delete it or resume from "
+                           f"another epoch_N.ckpt.npz") from None
+    return {"meta": meta, **groups}
+
+
+def restore_training_state(state: dict, model: keras.Model, optimizer, ema=None, source="checkpoint") -> dict:
+    """Put a loaded state back into the model, the optimiser (built here if needed) and the EMA."""
+    if len(state["model"]) != len(model.weights):
+        raise RuntimeError(f"{source}: it holds {len(state['model'])} weight tensors but this model has "
+                           f"{len(model.weights)}: was it written for another config (preset, num_classes)?")
+    for v, w in zip(model.weights, state["model"]):
+        if tuple(v.shape) != tuple(w.shape):
+            raise RuntimeError(f"{source}: weight {v.path} has shape {tuple(w.shape)} in the checkpoint but "
+                               f"{tuple(v.shape)} in the model: was it written for another config?")
+        v.assign(w)
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    variables = _variables_of(optimizer)
+    if len(variables) != len(state["optimizer"]):
+        raise RuntimeError(f"{source}: optimiser state has {len(state['optimizer'])} variables, expected "
+                           f"{len(variables)}")
+    for v, w in zip(variables, state["optimizer"]):
+        v.assign(w)
+    if ema is not None and state["ema"]:
+        ema.set_state({"updates": state["meta"].get("ema_updates", 0), "weights": state["ema"]})
+    return state["meta"]
+
+
+def epoch_checkpoints(work_dir) -> list:
+    """``[(epoch, path)]`` of the epoch checkpoints in ``work_dir``, oldest first."""
+    found = []
+    for p in Path(work_dir).glob("epoch_*.ckpt.npz"):
+        m = _EPOCH_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(work_dir) -> Optional[Path]:
+    """The checkpoint named by ``last_checkpoint``, else the newest ``epoch_N`` file, else None."""
+    work_dir = Path(work_dir)
+    pointer = work_dir / LAST_POINTER
+    if pointer.exists():
+        p = work_dir / pointer.read_text().strip()
+        if p.exists():
+            return p
+    found = epoch_checkpoints(work_dir)
+    return found[-1][1] if found else None
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Write ``epoch_N.ckpt.npz`` every ``interval`` epochs (and at the last), point ``last_checkpoint``
+    at it, keep the newest ``max_keep``.
+
+    ``state_fn()`` returns extra metadata to store (e.g. the best metric so far); ``ema`` is the
+    :class:`~rtmdet_keras.training.ema.ExpMomentumEMA` whose averaged weights are stored beside the
+    raw ones.
+    """
+
+    def __init__(self, work_dir, interval=1, max_keep=3, ema=None, last_epoch=None, state_fn=None):
+        super().__init__()
+        self.work_dir = Path(work_dir)
+        self.interval = max(int(interval), 1)
+        self.max_keep = int(max_keep)
+        self.ema = ema
+        self.last_epoch = last_epoch
+        self.state_fn = state_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1  # epochs completed
+        if done % self.interval and done != self.last_epoch:
+            return
+        meta = {"epoch": done, "iterations": int(np.asarray(self.model.optimizer.iterations))}
+        if self.state_fn is not None:
+            meta.update(self.state_fn())
+        name = f"epoch_{done}.ckpt.npz"
+        save_training_state(self.work_dir / name, self.model, self.model.optimizer, self.ema, meta)
+        atomic_write(self.work_dir / LAST_POINTER, lambda tmp: Path(tmp).write_text(name + "\n"))
+        if self.max_keep > 0:
+            for _, old in epoch_checkpoints(self.work_dir)[: -self.max_keep]:
+                old.unlink(missing_ok=True)
