@@ -1,0 +1,48 @@
+"""Decode + NMS: the one path from network outputs to detections.
+
+Training-time evaluation, ``rtmdet evaluate`` (Keras or TFLite), the export self-check and
+``rtmdet predict`` all call :func:`decode_and_nms`, so a model scores the same wherever it runs.
+Boxes are xyxy pixels of the network input (the letterboxed image); the evaluation pipeline's
+``boxes_to_original`` maps them back to the source image.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
+
+
+def decode_outputs(outputs: dict, cfg):
+    """Network outputs -> ``(scores [B, P, C] in [0, 1], boxes [B, P, 4] xyxy pixels of the input)``."""
+    h, w = cfg.imgsz
+    priors = make_priors(h, w, cfg.model.strides)
+    cls = tf.cast(flatten_levels(outputs, prefix="cls"), tf.float32)
+    return tf.sigmoid(cls), decode_predictions(outputs, priors, cfg.model.exp_on_reg)
+
+
+def multiclass_nms(scores, boxes, test_cfg):
+    """Class-aware NMS as mmdetection's test config does it (score threshold, IoU threshold, at most
+    ``max_per_img`` per image). Returns ``boxes [B, K, 4]``, ``scores [B, K]``, ``labels [B, K]``,
+    ``num_valid [B]`` with K = ``max_per_img``."""
+    k = int(test_cfg.max_per_img)
+    total = scores.shape[1] * scores.shape[2]
+    if test_cfg.nms_pre and total > test_cfg.nms_pre:
+        # nms_pre: only the best nms_pre (prior, class) scores of an image go into NMS.
+        flat = tf.reshape(scores, [tf.shape(scores)[0], -1])
+        kth = tf.math.top_k(flat, k=int(test_cfg.nms_pre), sorted=True).values[:, -1]
+        scores = tf.where(scores >= kth[:, None, None], scores, tf.zeros_like(scores))
+    # Per class, NMS can keep at most max_per_img boxes; combined NMS then keeps the best k overall.
+    out_boxes, out_scores, out_labels, valid = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :], scores, max_output_size_per_class=k,
+        max_total_size=k, iou_threshold=test_cfg.iou_thr, score_threshold=test_cfg.score_thr,
+        pad_per_class=False, clip_boxes=False,
+    )
+    return out_boxes, out_scores, tf.cast(out_labels, tf.int32), valid
+
+
+def decode_and_nms(outputs: dict, cfg):
+    """Network outputs -> NMS'd detections in input pixels (see :func:`multiclass_nms`)."""
+    scores, boxes = decode_outputs(outputs, cfg)
+    return multiclass_nms(scores, boxes, cfg.test)
+
