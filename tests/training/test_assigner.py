@@ -298,3 +298,35 @@ def test_layer_config_graph_and_no_gradient():
         DynamicSoftLabelAssigner(num_classes=3)(logits, pred, priors, gt, labels)
     with pytest.raises(ValueError, match="class_cost"):
         DynamicSoftLabelAssigner(class_cost="mmdet")
+
+
+def test_shared_prior_goes_to_cheapest_gt_of_the_whole_row():
+    # mmdetection resolves a prior claimed by several GTs with argmin over *all* the image's GTs,
+    # not only the claimants. Here priors 5 (8, 8) and 9 (8, 16) are candidates (6 too, predicting
+    # an empty box); class_cost="gt_class", logits 0 except prior 9's class-0 logit of -10.
+    #   A = (0, 0, 10, 20) class 0, B = (0, 0, 20, 10) class 0, C = (0, 0, 10, 12.5) class 1.
+    #   prior 5 predicts (0, 0, 10, 10): IoU A 100/200 = .5, B .5, C 100/125 = .8
+    #   prior 9 predicts (0, 0, 10, 11.25): IoU A .5625, B 100/212.5 = .47, C .9
+    # Every k is 1 (IoU sums 1.06, 0.97, 1.7). A and B both take prior 5: its cost is
+    # -3 ln .5 = 2.08 against about 3.5 and 3.3 for prior 9, whose -10 logit costs it
+    # (10 t) t^2 more. C takes prior 9 (0.43 against 0.73 for prior 5). Prior 5 is shared by A and
+    # B, but its cheapest GT overall is C: it goes to C, and A and B end with no prior.
+    priors = make_priors(32, 32, [8, 16])
+    pts = priors.numpy()
+    pred = np.concatenate([pts[:, :2], pts[:, :2]], -1)
+    pred[5] = [0, 0, 10, 10]
+    pred[9] = [0, 0, 10, 11.25]
+    logits = np.zeros((len(pts), 2), np.float32)
+    logits[9, 0] = -10.0
+    gt = np.array([[[0, 0, 10, 20], [0, 0, 20, 10], [0, 0, 10, 12.5]]], np.float32)
+    labels = np.array([[0, 0, 1]], np.int32)
+    out = dynamic_soft_label_assign(logits[None], pred[None].astype(np.float32), priors, gt, labels,
+                                    class_cost="gt_class")
+    np.testing.assert_array_equal(out["dynamic_k"].numpy(), [[1, 1, 1]])
+    index = out["matched_gt_index"].numpy()[0]
+    assert {int(p): int(index[p]) for p in np.nonzero(index >= 0)[0]} == {5: 2, 9: 2}
+    np.testing.assert_allclose(out["target_scores"].numpy()[0, [5, 9]], [0.8, 0.9], rtol=1e-6)
+    np.testing.assert_array_equal(out["assigned_labels"].numpy()[0, [5, 9]], [1, 1])
+    _, _, ref_index, _, info = reference_assign(logits, pred, pts, gt[0], labels[0], class_cost="gt_class")
+    np.testing.assert_array_equal(index, ref_index)
+    assert info["conflicts"] == 1
