@@ -12,6 +12,7 @@ from pathlib import Path
 PARTS = {
     "models": "parameters, GFLOPs and Keras forward latency per preset",
     "data": "images/s of the stage-1 and stage-2 training pipelines",
+    "assigner": "dynamic soft label assignment + losses per batch",
     "train": "training steps/s",
     "export": "export time, .tflite size and interpreter latency",
 }
