@@ -2,7 +2,7 @@
 
 Two classes told apart by form, not colour: ``circle`` and ``square`` (squares tilted by up to 20
 degrees), drawn anti-aliased in random colours on textured backgrounds (gradients, stripes, blotchy
-noise, plus sensor-like noise), 0-6 objects per image from 16 pixels to about half the shorter side,
+noise, plus sensor-like noise), 0-6 objects per image from 20 pixels to 0.6 of the shorter side,
 at most mildly overlapping, on images of 192-320 pixels per side saved as JPEG::
 
     out_dir/train/_annotations.coco.json  out_dir/train/*.jpg
@@ -27,7 +27,7 @@ CLASS_NAMES = ("circle", "square")
 SUPER_CATEGORY = "shapes"
 SPLITS = ("train", "valid")
 _SS = 4  # supersampling factor for anti-aliased shapes
-_MIN_OBJECT = 16  # pixels, box side
+_MIN_OBJECT = 20  # pixels, box side
 _OBJECT_COUNT_P = (0.08, 0.16, 0.2, 0.2, 0.16, 0.12, 0.08)  # 0..6 objects per image
 
 
@@ -94,7 +94,7 @@ def make_demo_image(rng) -> Tuple[np.ndarray, List[Tuple[int, List[int]]]]:
     width, height = (int(v) for v in rng.integers(192, 321, 2))
     img = _background(rng, height, width)
     num = int(rng.choice(len(_OBJECT_COUNT_P), p=_OBJECT_COUNT_P))
-    largest = int(0.55 * min(width, height))
+    largest = int(0.6 * min(width, height))
     objects = []
     for _ in range(num):
         for _attempt in range(20):
