@@ -193,7 +193,7 @@ def detect_format(cfg) -> str:
 
     if find_data_yaml(root) is not None:
         return "yolo"
-    if root.is_dir() and any(p.is_dir() and any(p.glob("*.txt")) for p in root.glob("**/labels")):
+    if root.is_dir() and any(p.is_dir() and next(p.rglob("*.txt"), None) for p in root.glob("**/labels")):
         return "yolo"
     jsons = sorted(root.glob("**/*.json"))[:3] if root.is_dir() else []
     hint = (f" Found {', '.join(str(p.relative_to(root)) for p in jsons)}: for COCO set train_ann_file and "
