@@ -10,6 +10,8 @@ repaired, box clipping) and :func:`load_split`, which picks the reader a config 
 from __future__ import annotations
 
 import collections
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,14 +105,23 @@ class SkipLog:
             if len(ex) < self.max_examples:
                 ex.append(example)
 
-    def warn(self, split: str, source: str, stacklevel: int = 3) -> None:
-        """One :class:`DatasetWarning` for the whole split (nothing when nothing was skipped)."""
+    def warn(self, split: str, source: str) -> None:
+        """One :class:`DatasetWarning` for the whole split (nothing when nothing was skipped), reported
+        at the first caller outside ``rtmdet_keras/data``."""
         if not self.counts:
             return
         total = sum(self.counts.values())
         lines = [f"{split} split ({source}): {total} item(s) skipped or repaired while reading:"]
         lines += describe_skipped(self.counts, self.examples)
-        warnings.warn("\n".join(lines), DatasetWarning, stacklevel=stacklevel)
+        warnings.warn("\n".join(lines), DatasetWarning, stacklevel=_stacklevel_outside_this_package())
+
+
+def _stacklevel_outside_this_package() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def describe_skipped(counts: Dict[str, int], examples: Dict[str, List[str]] = None) -> List[str]:

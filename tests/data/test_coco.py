@@ -59,6 +59,7 @@ def read_with_one_warning(*args, **kwargs):
         ds = read_coco(*args, **kwargs)
     ours = [w for w in caught if issubclass(w.category, DatasetWarning)]
     assert len(ours) == 1, [str(w.message) for w in caught]
+    assert ours[0].filename == __file__  # reported where the user called, not inside the reader
     return ds, str(ours[0].message)
 
 
