@@ -65,8 +65,9 @@ def test_objects_stand_out_from_their_surroundings(demo_dataset):
         img = load_image(demo_dataset / "train" / files[a["image_id"]]).astype(np.float64)
         x, y, w, h = (int(v) for v in a["bbox"])
         centre = img[y + h // 2 - h // 6: y + h // 2 + h // 6 + 1, x + w // 2 - w // 6: x + w // 2 + w // 6 + 1]
-        ring = np.concatenate([img[max(y - 3, 0):y, x:x + w].reshape(-1, 3), img[y + h:y + h + 3, x:x + w].reshape(-1, 3),
-                               img[y:y + h, max(x - 3, 0):x].reshape(-1, 3), img[y:y + h, x + w:x + w + 3].reshape(-1, 3)])
+        sides = (img[max(y - 3, 0):y, x:x + w], img[y + h:y + h + 3, x:x + w],
+                 img[y:y + h, max(x - 3, 0):x], img[y:y + h, x + w:x + w + 3])
+        ring = np.concatenate([s.reshape(-1, 3) for s in sides])
         contrast.append(np.linalg.norm(centre.reshape(-1, 3).mean(0) - ring.mean(0)))
     assert np.mean(np.array(contrast) > 40) > 0.9, np.percentile(contrast, [5, 50])
 
@@ -79,7 +80,8 @@ def test_deterministic_and_a_smaller_set_is_a_prefix(demo_dataset, tmp_path):
         ids = {im["id"] for im in data["images"]}
         assert data["annotations"] == [a for a in full["annotations"] if a["image_id"] in ids]
         for im in data["images"]:
-            assert (small / split / im["file_name"]).read_bytes() == (demo_dataset / split / im["file_name"]).read_bytes()
+            name = im["file_name"]
+            assert (small / split / name).read_bytes() == (demo_dataset / split / name).read_bytes()
     other = make_demo_dataset(tmp_path / "b", seed=1, num_train=3, num_valid=1)
     assert load(other, "train")["annotations"] != load(small, "train")["annotations"]
 
