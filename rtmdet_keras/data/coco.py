@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import numbers
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -249,9 +248,10 @@ def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, spli
 
     if data["images"] and not records:
         missing = log.counts.get(MISSING_IMAGE, 0)
+        example = img_prefix / str(data["images"][0]["file_name"])
         raise DatasetError(
             f"{ann_file}: none of its {len(data['images'])} images could be read ({missing} missing, "
-            f"{log.counts.get(UNREADABLE_IMAGE, 0)} corrupt; e.g. {img_prefix / str(data['images'][0]['file_name'])}). "
+            f"{log.counts.get(UNREADABLE_IMAGE, 0)} corrupt; e.g. {example}). "
             + (f"Images are looked for in {img_prefix}: check data_root and the img_prefix of this split."
                if missing else "Re-export the images."))
     boxes_in = sum(1 for a in data["annotations"] if not a.get("iscrowd", 0))
@@ -268,5 +268,4 @@ def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, spli
 def _format_bbox(xyxy) -> str:
     """A box as COCO's ``[x, y, w, h]`` for messages."""
     x1, y1, x2, y2 = (float(v) for v in xyxy)
-    fmt = lambda v: "nan" if math.isnan(v) else f"{v:g}"  # noqa: E731
-    return f"[{fmt(x1)}, {fmt(y1)}, {fmt(x2 - x1)}, {fmt(y2 - y1)}]"
+    return f"[{x1:g}, {y1:g}, {x2 - x1:g}, {y2 - y1:g}]"
