@@ -1,0 +1,413 @@
+"""COCO evaluation of any form of a trained detector on the validation split.
+
+``python -m rtmdet_keras.evaluate configs/nano.yaml work_dirs/nano/nano_int8.tflite --cfg-options imgsz='(192,192)'``
+
+The model may be a Keras ``.keras`` file (``best_coco_bbox_mAP.keras``), a training checkpoint
+``epoch_N.ckpt.npz`` (its EMA weights, as training-time evaluation uses), a SavedModel folder (the
+export's or Keras' ``model.export``) or any ``.tflite`` of the export (float32, float16, int8).
+Every form goes through the evaluation transform (letterbox), the same
+:func:`~rtmdet_keras.postprocess.decode_and_nms` (``cfg.test``: score 0.001, NMS IoU 0.65, 300 per
+image) and the mapping back to original-image pixels; Keras models through the very predictor that
+training uses (:func:`~rtmdet_keras.training.detector.make_dataset_predictor`).
+
+Also here, because export and predict share them: reading a command's config and model arguments
+(:func:`command_config_and_model`) and loading a model (:func:`load_network`, :func:`load_model_runner`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+import numpy as np
+
+from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
+
+KERAS_SUFFIXES = (".keras",)
+CHECKPOINT_SUFFIX = ".ckpt.npz"
+
+
+class ModelLoadError(ValueError):
+    """A model file cannot be used with the config; the message names the file and the mismatch."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command arguments: [CONFIG] MODEL, --config, --tflite/--checkpoint, config.yaml beside the model
+# ---------------------------------------------------------------------------------------------
+
+
+def command_config_and_model(args, config, cfg_options, checkpoint=None, tflite=None, extra_overrides=None):
+    """Resolve a command's ``[CONFIG] MODEL`` positionals and options into ``(cfg, model_path)``.
+
+    The config is ``--config``, else the first of two positionals, else the ``config.yaml`` that
+    training writes beside its checkpoints. ``extra_overrides`` (``key=value`` strings) apply after
+    ``--cfg-options``.
+    """
+    args = list(args)
+    named = [p for p in (checkpoint, tflite) if p]
+    if len(named) > 1:
+        raise click.UsageError("give one model: --checkpoint or --tflite, not both")
+    if len(args) > 2 or (named and len(args) > 1):
+        raise click.UsageError(f"too many arguments: {' '.join(args)} (expected [CONFIG] MODEL)")
+    model = named[0] if named else (args.pop() if args else None)
+    if model is None:
+        raise click.UsageError("give a model: a .keras, .ckpt.npz, SavedModel folder or .tflite")
+    positional_config = args[0] if args else None
+    if config and positional_config:
+        raise click.UsageError(f"two configs given: --config {config} and {positional_config}")
+    model_path = Path(model)
+    if not model_path.exists():
+        raise click.ClickException(f"{model_path}: no such file or folder")
+    name = config or positional_config
+    if name is None:
+        beside = (model_path if model_path.is_dir() else model_path.parent) / "config.yaml"
+        if not beside.exists():
+            beside = model_path.parent / "config.yaml"
+        if not beside.exists():
+            raise click.UsageError(f"give a config (--config nano.yaml or CONFIG before the model): none was given "
+                                   f"and there is no config.yaml beside {model_path}")
+        name = str(beside)
+    cfg = load_config_or_exit(name, list(cfg_options or ()) + list(extra_overrides or ()))
+    _fill_class_names(cfg, model_path)
+    return cfg, model_path
+
+
+def _fill_class_names(cfg, model_path: Path) -> None:
+    """Class names from the export JSON or the training run's ``config.yaml`` when the config has none."""
+    if cfg.class_names:
+        return
+    candidates = []
+    if model_path.suffix == ".tflite":
+        from rtmdet_keras.tflite_runtime import read_export_metadata
+
+        meta = read_export_metadata(model_path)
+        if meta:
+            candidates.append(meta.get("class_names"))
+    beside = (model_path if model_path.is_dir() else model_path.parent) / "config.yaml"
+    if beside.exists():
+        import yaml
+
+        try:
+            candidates.append((yaml.safe_load(beside.read_text()) or {}).get("class_names"))
+        except (OSError, yaml.YAMLError):
+            pass
+    for names in candidates:
+        if names and len(names) == int(cfg.num_classes):
+            cfg.class_names = list(names)
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading models
+# ---------------------------------------------------------------------------------------------
+
+
+def model_kind(path) -> str:
+    """``"tflite"``, ``"keras"``, ``"checkpoint"`` (``epoch_N.ckpt.npz``) or ``"saved_model"``."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return "saved_model"
+        raise ModelLoadError(f"{path}: a folder without saved_model.pb is not a SavedModel")
+    if path.suffix == ".tflite":
+        return "tflite"
+    if path.suffix in KERAS_SUFFIXES:
+        return "keras"
+    if path.name.endswith(CHECKPOINT_SUFFIX) or path.suffix == ".npz":
+        return "checkpoint"
+    raise ModelLoadError(f"{path}: unknown model type; give a .keras, .ckpt.npz, .tflite or a SavedModel folder")
+
+
+def compare_with_fresh_model(network, cfg, source) -> None:
+    """Raise :class:`ModelLoadError` when ``network``'s weights (names and shapes) differ from a network
+    freshly built from ``cfg``: another preset, other widths or depths, another number of classes."""
+    try:
+        from rtmdet_keras.models import build_model
+    except ImportError:  # the model package is not there: nothing to compare with
+        return
+    fresh = build_model(cfg)
+    got = {v.path: tuple(v.shape) for v in network.weights}
+    want = {v.path: tuple(v.shape) for v in fresh.weights}
+    if got == want:
+        return
+    diffs = [f"{k} is {got[k]} in the checkpoint, {want[k]} for the config" for k in want if k in got and got[k] != want[k]]
+    diffs += [f"{k} is missing from the checkpoint" for k in want if k not in got]
+    diffs += [f"{k} is in the checkpoint but not in the config's network" for k in got if k not in want]
+    m = cfg.model
+    raise ModelLoadError(
+        f"{source} does not match the config (preset {cfg.preset}, num_classes {cfg.num_classes}, "
+        f"widen_factor {m.widen_factor}, deepen_factor {m.deepen_factor}, backbone {m.backbone}): "
+        f"{len(got)} weights in the checkpoint, {len(want)} in the config's network; "
+        f"{len(diffs)} differ, e.g. {'; '.join(diffs[:3])}. Use the config it was trained with "
+        f"(training writes it as config.yaml beside the checkpoints).")
+
+
+def load_network(cfg, path):
+    """A Keras functional network from ``.keras`` or ``epoch_N.ckpt.npz`` (EMA weights when stored),
+    checked against ``cfg`` (input size, classes, weight shapes)."""
+    from rtmdet_keras.export import ExportError, check_network_matches_config
+
+    path = Path(path)
+    kind = model_kind(path)
+    if kind == "keras":
+        import keras
+
+        try:
+            import rtmdet_keras.models  # noqa: F401  registers the custom layers for deserialisation
+        except ImportError:
+            pass
+        try:
+            network = keras.saving.load_model(str(path), compile=False)
+        except Exception as e:  # zip/h5/JSON errors, unknown layers: say which file and what to do
+            raise ModelLoadError(f"{path}: cannot load the Keras model ({type(e).__name__}: {str(e)[:300]}); "
+                                 f"the file is corrupt, truncated or not a .keras model") from None
+        try:
+            check_network_matches_config(network, cfg, source=str(path))
+        except ExportError as e:
+            raise ModelLoadError(str(e)) from None
+        compare_with_fresh_model(network, cfg, str(path))
+        return network
+    if kind == "checkpoint":
+        return _network_from_training_state(cfg, path)
+    raise ModelLoadError(f"{path}: a {kind} model is not a Keras network; give a .keras or .ckpt.npz file")
+
+
+def _network_from_training_state(cfg, path):
+    from rtmdet_keras.models import build_model
+    from rtmdet_keras.training.checkpoint import load_training_state
+    from rtmdet_keras.training.detector import RTMDetDetector
+
+    try:
+        state = load_training_state(path)
+    except RuntimeError as e:
+        raise ModelLoadError(str(e)) from None
+    network = build_model(cfg)
+    detector = RTMDetDetector(network, cfg)
+    weights = list(detector.weights)
+    saved_paths = state["meta"].get("model_weight_paths") or []
+    if len(state["model"]) != len(weights) or any(tuple(v.shape) != tuple(w.shape) for v, w in zip(weights, state["model"])):
+        diffs = [f"{v.path} is {tuple(w.shape)} in the checkpoint, {tuple(v.shape)} for the config"
+                 for v, w in zip(weights, state["model"]) if tuple(v.shape) != tuple(w.shape)]
+        raise ModelLoadError(
+            f"{path} does not match the config (preset {cfg.preset}, num_classes {cfg.num_classes}, widen_factor "
+            f"{cfg.model.widen_factor}, deepen_factor {cfg.model.deepen_factor}): it holds {len(state['model'])} "
+            f"weight tensors, the config's network {len(weights)}"
+            + (f"; e.g. {'; '.join(diffs[:3])}" if diffs else "")
+            + ". Use the config it was trained with (config.yaml beside the checkpoints).")
+    if saved_paths and len(saved_paths) == len(weights):
+        renamed = [(a, v.path) for a, v in zip(saved_paths, weights) if a != v.path]
+        if renamed:  # same shapes, other layer names: another network layout
+            raise ModelLoadError(f"{path}: weight {renamed[0][0]} of the checkpoint is {renamed[0][1]} in the "
+                                 f"config's network; use the config it was trained with")
+    for v, w in zip(weights, state["model"]):
+        v.assign(w)
+    if state["ema"]:
+        # The EMA averages every float weight of the detector (BatchNorm statistics included), in order.
+        floats = [v for v in weights if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        if len(floats) != len(state["ema"]):
+            raise ModelLoadError(f"{path}: {len(state['ema'])} EMA tensors for {len(floats)} float weights")
+        for v, w in zip(floats, state["ema"]):
+            v.assign(w)
+    return network
+
+
+class KerasRunner:
+    """A Keras network as ``images uint8 [B, H, W, 3] -> outputs dict`` (float32 NumPy)."""
+
+    kind = "keras"
+
+    def __init__(self, network):
+        import tensorflow as tf
+
+        self.network = network
+        self._call = tf.function(lambda x: network(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+
+    def __call__(self, images):
+        return {k: np.asarray(v) for k, v in self._call(np.asarray(images)).items()}
+
+
+class SavedModelRunner:
+    """A SavedModel's ``serving_default`` (the export's, or Keras' ``model.export``) as
+    ``images -> network outputs dict``, whatever export layout it returns."""
+
+    kind = "saved_model"
+
+    def __init__(self, path, cfg):
+        import tensorflow as tf
+
+        from rtmdet_keras.export import check_layout_shapes, detect_layout
+
+        self.path = Path(path)
+        try:
+            self.module = tf.saved_model.load(str(path))
+            self.fn = self.module.signatures["serving_default"]
+        except Exception as e:
+            raise ModelLoadError(f"{path}: cannot load the SavedModel's serving_default signature "
+                                 f"({type(e).__name__}: {str(e)[:300]})") from None
+        specs = self.fn.structured_input_signature[1]
+        if len(specs) != 1:
+            raise ModelLoadError(f"{path}: serving_default takes {sorted(specs)}; expected one image input")
+        (self.input_name, spec), = specs.items()
+        self.batch = spec.shape[0]
+        self.dtype = spec.dtype
+        shapes = {k: tuple(v.shape) for k, v in self.fn.structured_outputs.items()}
+        try:
+            self.layout = detect_layout(shapes)
+            check_layout_shapes(self.layout, {k: (1,) + tuple(s[1:]) for k, s in shapes.items()}, cfg)
+        except ValueError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
+        self.cfg = cfg
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        from rtmdet_keras.export import layout_to_network_outputs
+
+        images = np.asarray(images)
+        chunks = [images] if self.batch is None else [images[i:i + self.batch] for i in range(0, len(images), self.batch)]
+        outs = [self.fn(**{self.input_name: tf.cast(c, self.dtype)}) for c in chunks]
+        raw = {k: np.concatenate([np.asarray(o[k]) for o in outs], 0) for k in outs[0]}
+        m = self.cfg.model
+        return layout_to_network_outputs(raw, self.layout, strides=list(m.strides), exp_on_reg=m.exp_on_reg,
+                                         imgsz=self.cfg.imgsz)
+
+
+class TFLiteRunner:
+    """A ``.tflite`` as ``images -> network outputs dict`` (one interpreter, ``threads`` threads)."""
+
+    kind = "tflite"
+
+    def __init__(self, path, cfg, threads=None):
+        from rtmdet_keras.tflite_runtime import TFLiteDetector, TFLiteModelError
+
+        try:
+            self.detector = TFLiteDetector(path, num_threads=threads, cfg=cfg)
+        except TFLiteModelError as e:
+            raise ModelLoadError(str(e)) from None
+        self.cfg = cfg
+
+    def __call__(self, images):
+        return self.detector(images, self.cfg)
+
+
+def load_model_runner(cfg, path, threads: Optional[int] = None):
+    """Any model form -> a callable ``images uint8 [B, H, W, 3] (letterboxed) -> network outputs dict``
+    with a ``kind`` attribute; Keras runners also carry ``network``."""
+    kind = model_kind(path)
+    if kind == "tflite":
+        return TFLiteRunner(path, cfg, threads)
+    if kind == "saved_model":
+        return SavedModelRunner(path, cfg)
+    return KerasRunner(load_network(cfg, path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def make_runner_predictor(runner: Callable, cfg, batch_size: int = 16):
+    """``predict(dataset) -> Detections`` for any runner, exactly as training's
+    :func:`~rtmdet_keras.training.detector.make_dataset_predictor` does for a Keras network."""
+    import tensorflow as tf
+
+    from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
+    from rtmdet_keras.evaluation import Detections
+    from rtmdet_keras.postprocess import decode_and_nms
+
+    @tf.function(reduce_retracing=True)
+    def nms(outputs):
+        return decode_and_nms(outputs, cfg)
+
+    def predict(dataset) -> Detections:
+        detections = Detections()
+        for images, meta in build_eval_pipeline(dataset, cfg, batch_size):
+            outputs = runner(np.asarray(images))
+            boxes, scores, labels, valid = (np.asarray(t) for t in nms({k: tf.constant(v) for k, v in outputs.items()}))
+            for i in range(len(valid)):
+                n = int(valid[i])
+                orig = boxes_to_original(boxes[i, :n], float(meta["scale"][i]),
+                                         (int(meta["height"][i]), int(meta["width"][i])))
+                detections.add(int(meta["image_id"][i]), orig, scores[i, :n], labels[i, :n])
+        return detections
+
+    return predict
+
+
+def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = None, dataset=None,
+             print_fn=print):
+    """COCO bbox evaluation of ``model_path`` (``.keras``, ``.ckpt.npz``, SavedModel or ``.tflite``) on
+    ``dataset`` (default: the config's validation split). Prints pycocotools' 12-line summary and the
+    per-class table; returns the :class:`~rtmdet_keras.evaluation.CocoResult`."""
+    from rtmdet_keras.evaluation import evaluate_detections
+
+    if dataset is None:
+        from rtmdet_keras.data import load_split
+
+        dataset = load_split(cfg, "val")
+    if len(dataset.class_names) != int(cfg.num_classes):
+        raise ModelLoadError(f"{dataset.source}: the validation data has {len(dataset.class_names)} classes, the "
+                             f"config num_classes {cfg.num_classes}")
+    runner = load_model_runner(cfg, model_path, threads)
+    if runner.kind == "keras":
+        from rtmdet_keras.training.detector import make_dataset_predictor
+
+        predict = make_dataset_predictor(runner.network, cfg, batch_size)
+    else:
+        predict = make_runner_predictor(runner, cfg, batch_size)
+    start = time.perf_counter()
+    detections = predict(dataset)
+    seconds = time.perf_counter() - start
+    result = evaluate_detections(dataset, detections)
+    print_fn(f"{model_path} ({runner.kind}) on {len(dataset)} images of {dataset.source} at "
+             f"{cfg.imgsz[0]}x{cfg.imgsz[1]}: {seconds:.1f} s ({seconds / max(len(dataset), 1) * 1000:.1f} ms/image)")
+    print_fn(result.report().rstrip())
+    return result
+
+
+@click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, metavar="[CONFIG] MODEL")
+@config_options(config_required=False)
+@click.option("--tflite", default=None, help="A .tflite model (float32, float16 or int8).")
+@click.option("--checkpoint", default=None, help="A .keras model, epoch_N.ckpt.npz or SavedModel folder.")
+@click.option("--batch", "batch_size", type=int, default=16, show_default=True, help="Images per batch.")
+@click.option("--threads", type=int, default=None, help="Interpreter / TensorFlow threads.")
+@click.option("--json", "json_out", default=None, help="Also write the metrics to this JSON file.")
+def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, threads, json_out):
+    """COCO bbox metrics of a .keras, epoch_N.ckpt.npz, SavedModel or .tflite on the validation split.
+
+    \b
+    python -m rtmdet_keras.evaluate configs/nano.yaml work_dirs/nano/nano_int8.tflite
+    rtmdet evaluate --config nano --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras --batch 32
+    """
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch")
+    if threads is not None:
+        if threads < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--threads")
+        _set_tf_threads(threads)
+    cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint, tflite=tflite)
+    try:
+        result = evaluate(cfg, model_path, batch_size=batch_size, threads=threads, print_fn=click.echo)
+    except ModelLoadError as e:
+        raise click.ClickException(str(e)) from None
+    if json_out:
+        Path(json_out).write_text(json.dumps({"model": str(model_path), "metrics": result.metrics,
+                                              "per_class": result.per_class}, indent=2) + "\n")
+
+
+def _set_tf_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError:  # TensorFlow already started; the setting only applies before that
+        pass
+
+
+if __name__ == "__main__":
+    run_standalone(evaluate_command, "python -m rtmdet_keras.evaluate")
