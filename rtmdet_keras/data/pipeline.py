@@ -1,0 +1,327 @@
+"""tf.data pipelines: training (RTMDet's stage-1 and stage-2 augmentation) and evaluation.
+
+Training batches are ``(images, targets)``: ``images`` ``uint8 [B, H, W, 3]`` RGB with ``(H, W) =
+cfg.imgsz``, ``targets = {"boxes": float32 [B, N, 4] xyxy pixels, "labels": int32 [B, N]}`` padded
+with label -1 and box 0, ``N = max_boxes`` fixed for the run (static shapes).
+
+Stage 1 follows mmdetection's RTMDet recipe: Mosaic of 4 images on a 2x canvas (each fitted to
+``imgsz`` first), random keep-ratio resize to ``ratio x (stage1_scale_factor x imgsz)``, random crop to
+``imgsz``, YOLOX HSV jitter, horizontal flip, pad to ``imgsz``, then MixUp when ``cfg.augment.mixup``.
+Stage 2 is the same without Mosaic and MixUp. See :mod:`rtmdet_keras.data.transforms` for how the
+geometric steps are composed and rendered in one resampling.
+
+Evaluation batches are ``(images, meta)`` after mmdetection's test transform (keep-ratio resize to
+fit ``imgsz``, pad bottom/right with 114); predicted boxes map back with :func:`boxes_to_original`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from rtmdet_keras.data import transforms as T
+from rtmdet_keras.data.cache import FileImages, ImageSource, image_source_for
+from rtmdet_keras.data.images import load_image
+from rtmdet_keras.data.transforms import letterbox
+
+log = logging.getLogger(__name__)
+
+MAX_BOXES_CAP = 256  # default upper bound of targets per image (static N); more are dropped, counted
+_U = 16  # uniforms drawn per sample
+
+__all__ = ["TrainPipeline", "build_train_pipeline", "build_eval_pipeline", "boxes_to_original", "letterbox",
+           "cache_image_size", "MAX_BOXES_CAP"]
+
+
+@dataclass
+class TrainPipeline:
+    """A training pipeline and the numbers ``fit`` needs.
+
+    ``dataset`` repeats forever, reshuffled every pass over the images; one epoch is
+    ``steps_per_epoch`` batches (``max(1, len(images) // batch_size)``; each image is seen once per
+    pass, a pass may straddle two epochs). Pass both to ``fit(dataset, steps_per_epoch=...)``.
+    """
+
+    dataset: tf.data.Dataset
+    steps_per_epoch: int
+    max_boxes: int
+    stage: int
+    batch_size: int
+    num_images: int
+    cached: bool  # images decoded once and held in memory (else decoded from files at every use)
+    _counters: Tuple[tf.Variable, tf.Variable]
+
+    @property
+    def dropped_boxes(self) -> int:
+        """Boxes left out so far because a sample had more than ``max_boxes`` after augmentation."""
+        return int(self._counters[0].numpy())
+
+
+def _stage_settings(cfg, stage: int):
+    a = cfg.augment
+    if stage == 1:
+        mosaic = bool(a.mosaic) and a.mosaic_prob > 0
+        mixup = bool(a.mixup) and a.mixup_prob > 0
+        return mosaic, mixup, a.resize_ratio_range, a.stage1_scale_factor
+    if stage == 2:
+        return False, False, a.stage2_ratio_range, a.stage2_scale_factor
+    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def cache_image_size(cfg) -> Tuple[int, int]:
+    """``(h, w)`` the training images are stored at: the finest either stage ever samples them.
+
+    Mosaic fits each image to ``imgsz`` and then scales the canvas by at most the largest ratio; the
+    single-image path (stage 2, or stage 1 when Mosaic is skipped) fits it to ``ratio x scale_factor x
+    imgsz``. Storing more pixels than that would only cost memory.
+    """
+    a = cfg.augment
+    need = [max(a.stage2_ratio_range) * a.stage2_scale_factor]
+    if a.mosaic and a.mosaic_prob > 0:
+        need.append(max(a.resize_ratio_range))
+    if not a.mosaic or a.mosaic_prob < 1:
+        need.append(max(a.resize_ratio_range) * a.stage1_scale_factor)
+    f = max(max(need), 1.0)
+    return int(math.ceil(cfg.imgsz[0] * f)), int(math.ceil(cfg.imgsz[1] * f))
+
+
+class _Sampler:
+    """Makes one augmented sample from ``(k, index)``: ``k`` is the sample's position in the stream
+    (it seeds the sample's random numbers), ``index`` the image."""
+
+    def __init__(self, records, source: ImageSource, cfg, stage: int, seed: int, per_sample_boxes: int):
+        self.source = source
+        self.n = len(records)
+        self.out_hw = (int(cfg.imgsz[0]), int(cfg.imgsz[1]))
+        self.seed = int(seed)
+        a = cfg.augment
+        self.mosaic, _, self.ratio_range, self.scale_factor = _stage_settings(cfg, stage)
+        self.mosaic_prob = float(a.mosaic_prob)
+        self.flip_prob = float(a.flip_prob)
+        self.hsv_gains = [float(g) for g in a.hsv_gains]
+        self.pad_val = int(a.pad_val)
+        self.min_size = float(a.min_box_size)
+        self.max_boxes = int(per_sample_boxes)
+        counts = np.array([len(r.labels) for r in records], np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in records] + [np.zeros((0, 4), np.float32)])
+        labels = np.concatenate([np.asarray(r.labels, np.int32).reshape(-1) for r in records] + [np.zeros((0,), np.int32)])
+        self.boxes, self.labels = tf.constant(boxes), tf.constant(labels)
+        self.starts, self.counts = tf.constant(starts), tf.constant(counts)
+        self.rec_wh = tf.constant(np.array([[r.width, r.height] for r in records], np.float32).reshape(-1, 2))
+
+    def _boxes_of(self, index):
+        s, c = self.starts[index], self.counts[index]
+        return self.boxes[s:s + c], self.labels[s:s + c]
+
+    def _crop_flip(self, p, canvas_hw, u):
+        h, w = self.out_hw
+        p, (crop_h, crop_w) = T.random_crop_placements(p, canvas_hw, (h, w), u[7:9])
+        p = tf.where(u[9] < self.flip_prob, T.hflip_placement(p, crop_w), p)
+        return p, (crop_h, crop_w)
+
+    def _draw(self, indices, p):
+        """Render the images ``indices`` by placements ``p`` (record pixels -> output) and map their boxes."""
+        sources, render_p, all_boxes, all_labels, valid = [], [], [], [], []
+        for k, index in enumerate(indices):
+            image, scale = self.source.get(index)
+            sources.append(image)
+            render_p.append(T.resize_source(p[k], scale[0], scale[1]))
+            b, lab = self._boxes_of(index)
+            b, v = T.transform_boxes(b, p[k], self.min_size)
+            all_boxes.append(b)
+            all_labels.append(lab)
+            valid.append(v)
+        image = T.render(sources, tf.stack(render_p), self.out_hw, self.pad_val)
+        return image, tf.concat(all_boxes, 0), tf.concat(all_labels, 0), tf.concat(valid, 0)
+
+    def _mosaic(self, index, u):
+        h, w = self.out_hw
+        partners = tf.minimum(tf.cast(u[1:4] * self.n, tf.int64), self.n - 1)
+        indices = [index] + [partners[i] for i in range(3)]
+        wh = tf.gather(self.rec_wh, tf.stack(indices))
+        fit_h, fit_w = T.keep_ratio_size(wh[:, 1], wh[:, 0], h, w, rounding="floor")
+        center = (tf.floor((0.5 + u[4]) * w), tf.floor((0.5 + u[5]) * h))
+        p = T.mosaic_placements(wh, tf.stack([fit_w, fit_h], -1), center, (h, w))
+        ratio = self.ratio_range[0] + u[6] * (self.ratio_range[1] - self.ratio_range[0])
+        new_w, new_h = tf.floor(2.0 * w * ratio + 0.5), tf.floor(2.0 * h * ratio + 0.5)
+        p = T.scale_placement(p, new_w / (2.0 * w), new_h / (2.0 * h))
+        p, crop = self._crop_flip(p, (new_h, new_w), u)
+        return self._draw(indices, p) + crop
+
+    def _single(self, index, u):
+        h, w = self.out_hw
+        wh = self.rec_wh[index]
+        ratio = self.ratio_range[0] + u[6] * (self.ratio_range[1] - self.ratio_range[0])
+        target_w = tf.floor(self.scale_factor * w * ratio)
+        target_h = tf.floor(self.scale_factor * h * ratio)
+        new_h, new_w = T.keep_ratio_size(wh[1], wh[0], target_h, target_w, rounding="round")
+        p = T.place(wh[0], wh[1], new_w / wh[0], new_h / wh[1], 0.0, 0.0)[None]
+        p, crop = self._crop_flip(p, (new_h, new_w), u)
+        return self._draw([index], p) + crop
+
+    def __call__(self, k, index):
+        u = tf.random.stateless_uniform([_U], seed=tf.stack([tf.constant(self.seed, tf.int64), 2 * k]))
+        if self.mosaic:
+            if self.mosaic_prob >= 1.0:
+                image, boxes, labels, valid, crop_h, crop_w = self._mosaic(index, u)
+            else:
+                image, boxes, labels, valid, crop_h, crop_w = tf.cond(
+                    u[0] <= self.mosaic_prob, lambda: self._mosaic(index, u), lambda: self._single(index, u))
+        else:
+            image, boxes, labels, valid, crop_h, crop_w = self._single(index, u)
+        crop_hi, crop_wi = tf.cast(crop_h, tf.int32), tf.cast(crop_w, tf.int32)
+        region = image[:crop_hi, :crop_wi]
+        if any(self.hsv_gains):
+            region = T.hsv_jitter(region, T.sample_hsv_gains(u[10:16], self.hsv_gains))
+        image = T.to_uint8(T.pad_to(region, (crop_hi, crop_wi), self.out_hw, self.pad_val))
+        boxes, labels, dropped = T.pack_boxes(boxes, labels, valid, self.max_boxes)
+        return image, boxes, labels, dropped
+
+
+def _index_stream(n: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    """Image indices forever: one pass over all ``n`` images after another, each pass in a new
+    order drawn from ``(seed, pass number)`` when ``shuffle``."""
+    if not shuffle:
+        return tf.data.Dataset.range(n).repeat()
+    seed = tf.constant(int(seed), tf.int64)
+
+    def one_pass(e):
+        u = tf.random.stateless_uniform([n], seed=tf.stack([seed, 2 * e + 1]))
+        return tf.data.Dataset.from_tensor_slices(tf.cast(tf.argsort(u), tf.int64))
+
+    return tf.data.Dataset.counter().flat_map(one_pass)
+
+
+def _derive_max_boxes(records, mosaic: bool, mixup: bool, cap: int) -> Tuple[int, int]:
+    """``(per_sample, max_boxes)``: the most boxes one sample can carry before and after MixUp."""
+    most = max([len(r.labels) for r in records] + [1])
+    per_sample = most * (4 if mosaic else 1)
+    total = per_sample * (2 if mixup else 1)
+    if total > cap:
+        log.info("up to %d boxes per training sample are possible (%d per image%s%s); keeping at most %d, "
+                 "dropped boxes are counted and reported", total, most, " x 4 for Mosaic" if mosaic else "",
+                 " x 2 for MixUp" if mixup else "", cap)
+    return min(per_sample, cap), min(total, cap)
+
+
+def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = None, shuffle: bool = True,
+                         max_boxes: Optional[int] = None, image_source: Optional[ImageSource] = None,
+                         cache_budget_bytes: Optional[int] = None) -> TrainPipeline:
+    """The training pipeline of ``stage`` 1 (Mosaic, MixUp when configured) or 2 (neither).
+
+    Args:
+        dataset: a :class:`~rtmdet_keras.data.records.DetectionDataset` (any number of images >= 1;
+            images without boxes are kept as negatives).
+        cfg: the run's config (``imgsz``, ``batch_size``, ``augment``, ``seed``).
+        seed: seeds shuffling and every random draw (default ``cfg.seed``): the same seed gives the
+            same batches.
+        shuffle: new image order at every pass (else data set order).
+        max_boxes: targets per image ``N`` (default: the most boxes in one image x 4 with Mosaic x 2
+            with MixUp, at most :data:`MAX_BOXES_CAP`). Boxes beyond it are dropped, smallest first,
+            counted in :attr:`TrainPipeline.dropped_boxes` and reported on stderr.
+        image_source: where pixels come from (default: an in-memory cache when
+            ``cfg.augment.cache_images`` and it fits ``cache_budget_bytes``, else the files).
+    Returns:
+        :class:`TrainPipeline`; its ``dataset`` yields ``(uint8 [B, H, W, 3], {"boxes": float32
+        [B, N, 4], "labels": int32 [B, N]})`` with ``B = cfg.batch_size``.
+    """
+    records = list(dataset.records)
+    if not records:
+        raise ValueError(f"the {getattr(dataset, 'split', 'training')} split from "
+                         f"{getattr(dataset, 'source', '?')} has no images: nothing to train on")
+    seed = int(cfg.seed if seed is None else seed)
+    batch = int(cfg.batch_size)
+    mosaic, mixup, _, _ = _stage_settings(cfg, stage)
+    if max_boxes is None:
+        per_sample, max_boxes = _derive_max_boxes(records, mosaic, mixup, MAX_BOXES_CAP)
+    else:
+        max_boxes = int(max_boxes)
+        per_sample = max_boxes
+    if image_source is None:
+        image_source = image_source_for(dataset, cache_image_size(cfg), use_cache=bool(cfg.augment.cache_images),
+                                        budget_bytes=cache_budget_bytes)
+    sampler = _Sampler(records, image_source, cfg, stage, seed, per_sample)
+    with tf.init_scope(), tf.device("/CPU:0"):
+        counters = (tf.Variable(0, dtype=tf.int64, trainable=False, name="dropped_boxes"),
+                    tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_with_dropped_boxes"))
+    mixup_prob = float(cfg.augment.mixup_prob)
+
+    def finish_batch(b, sample):
+        images, boxes, labels, dropped = sample
+        dropped = tf.reduce_sum(dropped)
+        if mixup:
+            u = tf.random.stateless_uniform([batch, 3], seed=tf.stack([tf.constant(seed, tf.int64), -(b + 1)]))
+            images, boxes, labels = T.mixup_batch(images, boxes, labels, u, mixup_prob)
+            boxes, labels, more = T.pack_boxes(boxes, labels, labels >= 0, max_boxes)
+            dropped += more
+        report = tf.cond(dropped > 0, lambda: _report_dropped(counters, dropped, max_boxes), lambda: tf.constant(0))
+        with tf.control_dependencies([report]):
+            images = tf.identity(images)
+        return images, {"boxes": boxes, "labels": labels}
+
+    ds = _index_stream(len(records), seed, shuffle).enumerate()
+    ds = ds.map(lambda k, i: sampler(k, i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
+    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, len(records) // batch), max_boxes=max_boxes,
+                         stage=stage, batch_size=batch, num_images=len(records),
+                         cached=not isinstance(image_source, FileImages), _counters=counters)
+
+
+def _report_dropped(counters, dropped, max_boxes):
+    """Add to the counters; print on the 1st, 2nd, 4th, 8th... batch that dropped boxes."""
+    total = counters[0].assign_add(tf.cast(dropped, tf.int64))
+    batches = counters[1].assign_add(1)
+
+    def say():
+        tf.print("WARNING rtmdet_keras.data.pipeline:", total, "target boxes dropped so far, in", batches,
+                 f"batches: samples had more than max_boxes={max_boxes} boxes after augmentation (the smallest "
+                 "were dropped). Pass a larger max_boxes to build_train_pipeline to keep them.",
+                 output_stream=sys.stderr)
+        return tf.constant(0)
+
+    return tf.cond(tf.equal(tf.bitwise.bitwise_and(batches, batches - 1), 0), say, lambda: tf.constant(0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def build_eval_pipeline(dataset, cfg, batch_size: int) -> tf.data.Dataset:
+    """Batches of ``(images uint8 [B, H, W, 3], meta)`` in data set order, the last batch partial.
+
+    Each image is resized with its aspect ratio kept to fit ``cfg.imgsz`` and padded bottom/right
+    with ``cfg.augment.pad_val`` (:func:`letterbox`). ``meta``: ``image_id`` int64, ``scale`` float32
+    (resize factor: original box = box / scale), ``height`` and ``width`` int32 (original image).
+    """
+    records = list(dataset.records)
+    imgsz = (int(cfg.imgsz[0]), int(cfg.imgsz[1]))
+    pad_val = int(cfg.augment.pad_val)
+    paths = tf.constant([r.path for r in records] or [""], tf.string)
+    ids = tf.constant(np.array([r.image_id for r in records], np.int64).reshape(-1))
+
+    def load(i):
+        image = tf.numpy_function(lambda p: load_image(p.decode()), [paths[i]], tf.uint8, stateful=False)
+        image = tf.ensure_shape(image, [None, None, 3])
+        boxed, scale = letterbox(image, imgsz, pad_val)
+        hw = tf.shape(image)[:2]
+        return boxed, {"image_id": ids[i], "scale": scale, "height": hw[0], "width": hw[1]}
+
+    ds = tf.data.Dataset.range(len(records)).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(int(batch_size), drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+
+
+def boxes_to_original(boxes, scale: float, orig_hw: Sequence[int]) -> np.ndarray:
+    """Boxes of a letterboxed image (xyxy pixels) -> the original image: ``box / scale``, clipped to
+    ``orig_hw = (height, width)``. Returns ``float32 [N, 4]``."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4) / np.float32(scale)
+    h, w = orig_hw
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+    return boxes
