@@ -89,7 +89,9 @@ def flatten_levels(maps: Union[Mapping[str, tf.Tensor], Sequence[tf.Tensor]], pr
     for m in _level_maps(maps, prefix):
         m = tf.convert_to_tensor(m)
         k = m.shape[-1] if m.shape[-1] is not None else tf.shape(m)[-1]
-        flat.append(tf.reshape(m, [tf.shape(m)[0], -1, k]))
+        # Keep the prior count static when the map size is known: NMS and the assigner need it.
+        hw = m.shape[1] * m.shape[2] if m.shape[1] is not None and m.shape[2] is not None else -1
+        flat.append(tf.reshape(m, [tf.shape(m)[0], hw, k]))
     return flat[0] if len(flat) == 1 else tf.concat(flat, axis=1)
 
 

@@ -26,11 +26,11 @@ def multiclass_nms(scores, boxes, test_cfg):
     ``max_per_img`` per image). Returns ``boxes [B, K, 4]``, ``scores [B, K]``, ``labels [B, K]``,
     ``num_valid [B]`` with K = ``max_per_img``."""
     k = int(test_cfg.max_per_img)
-    total = scores.shape[1] * scores.shape[2]
-    if test_cfg.nms_pre and total > test_cfg.nms_pre:
+    if test_cfg.nms_pre:
         # nms_pre: only the best nms_pre (prior, class) scores of an image go into NMS.
         flat = tf.reshape(scores, [tf.shape(scores)[0], -1])
-        kth = tf.math.top_k(flat, k=int(test_cfg.nms_pre), sorted=True).values[:, -1]
+        n = tf.minimum(tf.shape(flat)[1], int(test_cfg.nms_pre))
+        kth = tf.math.top_k(flat, k=n, sorted=True).values[:, -1]
         scores = tf.where(scores >= kth[:, None, None], scores, tf.zeros_like(scores))
     # Per class, NMS can keep at most max_per_img boxes; combined NMS then keeps the best k overall.
     out_boxes, out_scores, out_labels, valid = tf.image.combined_non_max_suppression(

@@ -160,12 +160,12 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
 def train_command(config_path, config, cfg_options, work_dir, resume, seed, strategy, verbose):
     """Train a detector. CONFIG_PATH may also be given as --config."""
     cfg = load_config_or_exit(config, cfg_options, config_path)
-    from rtmdet_keras.data import DataError
+    from rtmdet_keras.data import DatasetError, ImageReadError
     from rtmdet_keras.training.callbacks import TrainingDiverged
 
     try:
         train(cfg, work_dir=work_dir, resume=resume, seed=seed, strategy=strategy, verbose=verbose)
-    except (DataError, TrainingDiverged) as e:
+    except (DatasetError, ImageReadError, TrainingDiverged) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted: resume with the same command and --resume", err=True)

@@ -67,3 +67,15 @@ def test_nms_pre_keeps_only_the_best_candidates():
     kept = sorted(np.round(scores[0, :n], 3))
     assert kept[-2:] == pytest.approx([1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-3))], abs=1e-3)
     assert n == 2
+
+
+def test_works_inside_tf_function_with_unknown_batch():
+    import tensorflow as tf
+
+    cfg = load_config("nano", ["num_classes=2", "imgsz=64"])
+    out = _outputs(64, 64, 2)
+    out["cls_p3"][0, 2, 3, 0] = 3.0
+    spec = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32) for k, v in out.items()}
+    fn = tf.function(lambda o: decode_and_nms(o, cfg), input_signature=[spec])
+    boxes, scores, labels, valid = (np.asarray(t) for t in fn(out))
+    assert int(valid[0]) == 1 and boxes[0, 0] == pytest.approx((16, 8, 32, 24))
