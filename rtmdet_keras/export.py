@@ -66,7 +66,6 @@ FORMATS = ("float32", "float16", "int8")
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
-PAD_VALUE = 114  # letterbox padding of the evaluation transform
 
 
 class ExportError(RuntimeError):
@@ -230,8 +229,7 @@ def letterbox_image(image, cfg) -> np.ndarray:
     """One image (uint8 ``[h, w, 3]`` RGB) through the evaluation transform -> ``uint8 [H, W, 3]``."""
     from rtmdet_keras.data.pipeline import letterbox
 
-    out = letterbox(image, cfg.imgsz)
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    out, _ = letterbox(image, cfg.imgsz, int(cfg.augment.pad_val))
     return np.asarray(out, np.uint8)
 
 
@@ -402,6 +400,7 @@ def export_metadata(detector, cfg, fmt: str, layout: str, class_names, ops) -> d
     import tensorflow as tf
 
     h, w = detector.imgsz
+    pad = int(cfg.augment.pad_val)
     strides = [int(s) for s in cfg.model.strides]
     levels = _levels(cfg)
     outputs = []
@@ -445,10 +444,10 @@ def export_metadata(detector, cfg, fmt: str, layout: str, class_names, ops) -> d
             "dtype": np.dtype(detector.input_dtype).name,
             "quantization": _quant_dict(detector.input_quantization),
             "contract": (f"raw RGB image 0-255, resized keeping the aspect ratio to fit {h}x{w} (scale = "
-                         f"min({h}/height, {w}/width)), placed top-left, padded bottom/right with {PAD_VALUE}; "
+                         f"min({h}/height, {w}/width)), placed top-left, padded bottom/right with {pad}; "
                          f"channel reordering and normalisation are inside the model"),
             "channel_order": "rgb",
-            "pad_value": PAD_VALUE,
+            "pad_value": pad,
             "model_normalisation": {"channel_order": cfg.model.channel_order, "mean": list(cfg.model.mean),
                                     "std": list(cfg.model.std)},
         },

@@ -225,7 +225,9 @@ class TFLiteDetector:
 # ---------------------------------------------------------------------------------------------
 
 # Builtin ops that TFLite Micro runs in int8 and ARM Vela places on the Ethos-U NPU (within their
-# per-op constraints). QUANTIZE and DEQUANTIZE are allowed only at the edges of the graph.
+# per-op constraints). QUANTIZE is allowed as an int8 -> int8 requantisation (the converter inserts
+# one where a tensor feeds consumers that need other scales) and right after a uint8 input;
+# DEQUANTIZE is not allowed at all in a full-integer graph.
 MCU_INT8_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESIZE_NEAREST_NEIGHBOR", "PAD", "LOGISTIC", "RESHAPE", "MEAN", "HARD_SWISH", "RELU", "RELU6",
@@ -335,8 +337,9 @@ def int8_graph_problems(path_or_summary, input_type: str = "int8") -> list:
         for dtype, idx in zip(op["outputs"], op["output_ids"]):
             if dtype != "int8" and not (op["op"] == "DEQUANTIZE" and idx in s["graph_outputs"]):
                 problems.append(f"{op['op']}: output {s['tensors'][idx]['name']} is {dtype}, not int8")
-        if op["op"] == "QUANTIZE" and not all(i in s["graph_inputs"] for i in op["input_ids"]):
-            problems.append("QUANTIZE inside the graph (allowed only right after the input)")
+        if op["op"] == "QUANTIZE" and not all(i in s["graph_inputs"] or dt == "int8"
+                                               for i, (dt, _) in zip(op["input_ids"], op["inputs"])):
+            problems.append("QUANTIZE from a non-int8 tensor inside the graph (allowed only right after the input)")
         if op["op"] == "DEQUANTIZE":
             problems.append("DEQUANTIZE in a full-integer graph (float output or float fallback)")
     for idx, t in s["tensors"].items():

@@ -17,7 +17,7 @@ ALLOWED_INT8_OPS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESIZE_NEAREST_NEIGHBOR", "PAD", "LOGISTIC", "RESHAPE", "MEAN", "HARD_SWISH", "RELU", "RELU6",
 }
-EDGE_OPS = {"QUANTIZE"}  # only right after a uint8 input
+EDGE_OPS = {"QUANTIZE"}  # int8 -> int8 requantisation, or uint8 -> int8 right after a uint8 input
 
 
 def standin_network(imgsz=(64, 64), num_classes=2, width=8, act="relu", seed=0):
