@@ -55,6 +55,7 @@ class TrainPipeline:
     batch_size: int
     num_images: int
     cached: bool  # images decoded once and held in memory (else decoded from files at every use)
+    cache_bytes: int  # memory the decoded images take (0 when decoded from files)
     _counters: Tuple[tf.Variable, tf.Variable]
 
     @property
@@ -271,7 +272,8 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
     return TrainPipeline(dataset=ds, steps_per_epoch=max(1, len(records) // batch), max_boxes=max_boxes,
                          stage=stage, batch_size=batch, num_images=len(records),
-                         cached=not isinstance(image_source, FileImages), _counters=counters)
+                         cached=not isinstance(image_source, FileImages),
+                         cache_bytes=int(getattr(image_source, "nbytes", 0)), _counters=counters)
 
 
 def _report_dropped(counters, dropped, max_boxes):
