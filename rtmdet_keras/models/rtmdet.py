@@ -12,6 +12,15 @@ distances ``[B, H/s, W/s, 4]`` (left, top, right, bottom) in stride units: a pri
 ``(x*s, y*s)`` predicts the box ``(px - l*s, py - t*s, px + r*s, py + b*s)``, with ``exp`` applied to
 the distances first when ``cfg.model.exp_on_reg``. The model does not decode; decode code reads
 ``strides`` and ``exp_on_reg`` from the config (:func:`model_metadata` gathers them).
+
+Layer names are mmdetection's ``state_dict`` keys without the parameter suffix, so a checkpoint maps
+by name: Keras ``X.conv`` (Conv2D kernel ``[kh, kw, in, out]``, DepthwiseConv2D ``[kh, kw, c, 1]``)
+is PyTorch ``X.conv.weight`` (``[out, in, kh, kw]`` / ``[c, 1, kh, kw]``); Keras ``X.bn`` weights
+(gamma, beta, moving mean, moving variance) are ``X.bn.{weight, bias, running_mean, running_var}``;
+``*.attention.fc``, ``bbox_head.rtm_cls.{l}`` and ``bbox_head.rtm_reg.{l}`` are ``.weight``/``.bias``
+1x1 convs. A shared head conv exists once, as ``bbox_head.{cls,reg}_convs.0.{i}.conv``
+(mmdetection's state_dict repeats the same tensor under levels 1 and 2). The MobileNetV4 backbone
+(``backbone.layer{n}.{i}.*``) has no mmdetection counterpart.
 """
 
 from __future__ import annotations
