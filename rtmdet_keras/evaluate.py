@@ -128,7 +128,10 @@ def compare_with_fresh_model(network, cfg, source) -> None:
         from rtmdet_keras.models import build_model
     except ImportError:  # the model package is not there: nothing to compare with
         return
-    fresh = build_model(cfg)
+    try:
+        fresh = build_model(cfg)
+    except ValueError as e:
+        raise ModelLoadError(f"the config cannot build a network to compare {source} with: {e}") from None
     got = {v.path: tuple(v.shape) for v in network.weights}
     want = {v.path: tuple(v.shape) for v in fresh.weights}
     if got == want:
@@ -184,7 +187,10 @@ def _network_from_training_state(cfg, path):
         state = load_training_state(path)
     except RuntimeError as e:
         raise ModelLoadError(str(e)) from None
-    network = build_model(cfg)
+    try:
+        network = build_model(cfg)
+    except ValueError as e:
+        raise ModelLoadError(f"the config cannot build a network to load {path} into: {e}") from None
     detector = RTMDetDetector(network, cfg)
     weights = list(detector.weights)
     saved_paths = state["meta"].get("model_weight_paths") or []
@@ -370,7 +376,7 @@ def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = Non
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1, metavar="[CONFIG] MODEL")
-@config_options(config_required=False)
+@config_options()
 @click.option("--tflite", default=None, help="A .tflite model (float32, float16 or int8).")
 @click.option("--checkpoint", default=None, help="A .keras model, epoch_N.ckpt.npz or SavedModel folder.")
 @click.option("--batch", "batch_size", type=int, default=16, show_default=True, help="Images per batch.")

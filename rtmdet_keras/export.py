@@ -747,7 +747,7 @@ def _write_json(path, data) -> None:
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1, metavar="[CONFIG] CHECKPOINT")
-@config_options(config_required=False)
+@config_options()
 @click.option("--checkpoint", default=None, help="best_coco_bbox_mAP.keras or epoch_N.ckpt.npz (EMA weights).")
 @click.option("--imgsz", nargs=2, type=int, default=None, metavar="H W", help="Input size (overrides imgsz).")
 @click.option("--format", "fmt", type=click.Choice(["tflite", "saved_model"]), default="tflite", show_default=True)
