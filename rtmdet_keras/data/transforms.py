@@ -335,7 +335,10 @@ def mixup_batch(images, boxes, labels, u, prob):
     p_boxes = tf.gather(boxes, partner)
     p_boxes = tf.where(flip[:, None, None], flip_boxes(p_boxes, tf.cast(width, tf.float32)), p_boxes)
     apply = (u[:, 0] <= prob) & tf.reduce_any(p_labels >= 0, axis=1)
-    mixed = tf.cast((tf.cast(images, tf.int32) + tf.cast(p_images, tf.int32)) // 2, tf.uint8)
+    # floor((a + b) / 2) in uint8, without widening: (a >> 1) + (b >> 1) + (a & b & 1).
+    one = tf.constant(1, tf.uint8)
+    mixed = (tf.bitwise.right_shift(images, one) + tf.bitwise.right_shift(p_images, one)
+             + tf.bitwise.bitwise_and(tf.bitwise.bitwise_and(images, p_images), one))
     images = tf.where(apply[:, None, None, None], mixed, images)
     p_labels = tf.where(apply[:, None], p_labels, -1)
     p_boxes = tf.where((p_labels >= 0)[..., None], p_boxes, 0.0)
