@@ -43,7 +43,8 @@ def command_config_and_model(args, config, cfg_options, checkpoint=None, tflite=
     """Resolve a command's ``[CONFIG] MODEL`` positionals and options into ``(cfg, model_path)``.
 
     The config is ``--config``, else the first of two positionals, else the ``config.yaml`` that
-    training writes beside its checkpoints. ``extra_overrides`` (``key=value`` strings) apply after
+    training writes beside its checkpoints, else (for a ``.tflite``) the preset, input size, classes
+    and decoding recorded in the export's JSON. ``extra_overrides`` (``key=value`` strings) apply after
     ``--cfg-options``.
     """
     args = list(args)
@@ -62,17 +63,33 @@ def command_config_and_model(args, config, cfg_options, checkpoint=None, tflite=
     if not model_path.exists():
         raise click.ClickException(f"{model_path}: no such file or folder")
     name = config or positional_config
+    implied = []
     if name is None:
         beside = (model_path if model_path.is_dir() else model_path.parent) / "config.yaml"
         if not beside.exists():
             beside = model_path.parent / "config.yaml"
-        if not beside.exists():
-            raise click.UsageError(f"give a config (--config nano.yaml or CONFIG before the model): none was given "
-                                   f"and there is no config.yaml beside {model_path}")
-        name = str(beside)
-    cfg = load_config_or_exit(name, list(cfg_options or ()) + list(extra_overrides or ()))
+        if beside.exists():
+            name = str(beside)
+        else:
+            name, implied = _config_from_export_metadata(model_path)
+    cfg = load_config_or_exit(name, implied + list(cfg_options or ()) + list(extra_overrides or ()))
     _fill_class_names(cfg, model_path)
     return cfg, model_path
+
+
+def _config_from_export_metadata(model_path: Path):
+    """``(preset, overrides)`` read from the JSON an export writes beside a ``.tflite``."""
+    from rtmdet_keras.tflite_runtime import read_export_metadata
+
+    meta = read_export_metadata(model_path) if model_path.suffix == ".tflite" else None
+    if not meta:
+        raise click.UsageError(f"give a config (--config nano.yaml or CONFIG before the model): none was given "
+                               f"and there is neither a config.yaml nor an export JSON beside {model_path}")
+    d = meta["decode"]
+    overrides = [f"imgsz=[{meta['imgsz'][0]},{meta['imgsz'][1]}]", f"num_classes={meta['num_classes']}",
+                 f"model.strides=[{','.join(str(s) for s in d['strides'])}]",
+                 f"model.exp_on_reg={str(bool(d['exp_on_reg'])).lower()}"]
+    return meta.get("preset") or "nano", overrides
 
 
 def _fill_class_names(cfg, model_path: Path) -> None:

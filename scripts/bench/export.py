@@ -1,0 +1,171 @@
+"""Export benchmarks: export wall time, .tflite sizes, single-image interpreter latency; and the
+accuracy of the int8 output layouts.
+
+``python scripts/benchmark.py export [--cases nano@192,nano@320,s@640] [--runs 100] [--calib 200]``
+    Builds each preset at its size (random weights: latency and size do not depend on them), exports
+    float32 and int8 (``--calib`` synthetic calibration images, default the config's 200) and times
+    ``Interpreter.invoke`` on one image with 1 and 2 threads (median of ``--runs`` after 10 warm-ups).
+
+``python scripts/benchmark.py export --layouts --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras
+--config nano --cfg-options data_root=datasets/demo/ ...``
+    Exports the trained checkpoint to int8 in every output layout (calibrated on the training split)
+    and measures, against the Keras model on the whole validation split: score and box errors,
+    matched detections and COCO mAP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+DEFAULT_CASES = "nano@192,nano@320,s@640"
+
+
+def _synthetic(n, size, seed=0):
+    """Calibration stand-ins: shapes on textured backgrounds, letterbox band of 114."""
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(40, 220, (n, size, size, 3)).astype(np.uint8)
+    for img in imgs:
+        for _ in range(6):
+            y0, x0 = rng.integers(0, size - 16, 2)
+            hh, ww = rng.integers(8, size // 3, 2)
+            img[y0:y0 + hh, x0:x0 + ww] = rng.integers(0, 256, 3)
+        img[size - size // 6:] = 114
+    return imgs
+
+
+def time_invoke(path, threads, runs, seed=0):
+    """Median and minimum milliseconds of ``Interpreter.invoke`` on one random image."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    rng = np.random.default_rng(seed)
+    if np.dtype(d["dtype"]) == np.float32:
+        x = rng.uniform(0, 255, d["shape"]).astype(np.float32)
+    else:
+        info = np.iinfo(d["dtype"])
+        x = rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"])
+    it.set_tensor(d["index"], x)
+    for _ in range(10):
+        it.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        it.invoke()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times), min(times)
+
+
+def bench_cases(cases, runs, calib, out_dir):
+    from rtmdet_keras.config import load_config
+    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.models import build_model
+
+    rows = []
+    for case in cases:
+        preset, size = case.split("@")
+        size = int(size)
+        cfg = load_config(preset, [f"imgsz={size}"])
+        if calib:
+            cfg.export.calib_images = calib
+        network = build_model(cfg)
+        imgs = _synthetic(cfg.export.calib_images, size)
+        row = {"case": f"{preset} @ {size}", "params": network.count_params(), "calib": len(imgs)}
+        for fmt in ("float32", "int8"):
+            t0 = time.perf_counter()
+            paths = export_tflite(network, cfg, out_dir, formats=(fmt,), calib_dataset=imgs, saved_model=False,
+                                  check=False, name=f"{preset}_{size}", print_fn=lambda *a: None)
+            row[f"{fmt}_export_s"] = time.perf_counter() - t0
+            row[f"{fmt}_kib"] = paths[fmt].stat().st_size / 1024
+            for threads in (1, 2):
+                row[f"{fmt}_ms_{threads}"] = time_invoke(paths[fmt], threads, runs)
+        rows.append(row)
+        print(_case_line(row), flush=True)
+    return rows
+
+
+def _case_line(r):
+    return (f"| {r['case']} | {r['params'] / 1e6:.2f} M | {r['float32_export_s']:.1f} | {r['int8_export_s']:.1f} "
+            f"({r['calib']}) | {r['float32_kib']:.0f} | {r['int8_kib']:.0f} | "
+            f"{r['float32_ms_1'][0]:.2f} | {r['float32_ms_2'][0]:.2f} | {r['int8_ms_1'][0]:.2f} | "
+            f"{r['int8_ms_2'][0]:.2f} |")
+
+
+CASE_HEADER = ("| model @ px | params | export float32 (s) | export int8 (s) (calib images) | float32 KiB | int8 KiB "
+               "| float32 1 thr (ms) | float32 2 thr (ms) | int8 1 thr (ms) | int8 2 thr (ms) |\n"
+               "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def bench_layouts(cfg, checkpoint, out_dir, layouts):
+    from rtmdet_keras.data import load_split
+    from rtmdet_keras.evaluate import evaluate, load_network
+    from rtmdet_keras.export import compare_with_keras, dataset_images, export_tflite
+    from rtmdet_keras.tflite_runtime import TFLiteDetector, op_report
+
+    network = load_network(cfg, checkpoint)
+    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    quiet = lambda *a: None  # noqa: E731
+    images = dataset_images(val, cfg, len(val), shuffle=False)
+    base = evaluate(cfg, checkpoint, print_fn=quiet).metrics
+    print(f"Keras {checkpoint}: mAP {base['bbox_mAP']:.4f}, mAP50 {base['bbox_mAP_50']:.4f} on {len(val)} images")
+    print("| layout | extra ops | |Δscore| max / mean | |Δbox| px max / mean | |Δbox| px at score ≥ 0.3 max / mean | "
+          "dets Keras / int8 / matched (mean IoU) | mAP50:95 | mAP50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| Keras float32 | | | | | | {base['bbox_mAP']:.4f} | {base['bbox_mAP_50']:.4f} |")
+    for layout in layouts:
+        paths = export_tflite(network, cfg, out_dir, formats=("int8",), calib_dataset=train, layout=layout,
+                              saved_model=False, check=False, name=f"layout_{layout}", print_fn=quiet)
+        det = TFLiteDetector(paths["int8"], cfg=cfg)
+        r = compare_with_keras(network, lambda x: det(x, cfg), images, cfg)
+        m = evaluate(cfg, paths["int8"], threads=2, print_fn=quiet).metrics
+        ops = sorted({row["op"] for row in op_report(paths["int8"])} - {
+            "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "CONCATENATION", "MAX_POOL_2D", "PAD",
+            "RESIZE_NEAREST_NEIGHBOR", "QUANTIZE", "MEAN"})
+        print(f"| {layout} | {', '.join(ops) or '-'} | {r['score_max']:.4f} / {r['score_mean']:.5f} | "
+              f"{r['box_max']:.2f} / {r['box_mean']:.3f} | {r['box_conf_max']:.2f} / {r['box_conf_mean']:.3f} | "
+              f"{r['dets_keras']} / {r['dets_other']} / {r['matched']} ({r['match_iou']:.3f}) | "
+              f"{m['bbox_mAP']:.4f} | {m['bbox_mAP_50']:.4f} |", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"preset@size list (default {DEFAULT_CASES})")
+    parser.add_argument("--runs", type=int, default=100, help="timed invokes per measurement")
+    parser.add_argument("--calib", type=int, default=None, help="calibration images (default: the config's)")
+    parser.add_argument("--out-dir", default=None, help="keep the exported files here")
+    parser.add_argument("--layouts", action="store_true", help="measure the int8 output layouts instead")
+    parser.add_argument("--layout-list", default="logits,scores,decoded")
+    parser.add_argument("--checkpoint", help="trained .keras / .ckpt.npz for --layouts")
+    parser.add_argument("--config", default="nano")
+    parser.add_argument("--cfg-options", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(args.out_dir or tmp)
+        if args.layouts:
+            from rtmdet_keras.config import load_config
+
+            if not args.checkpoint:
+                parser.error("--layouts needs --checkpoint")
+            cfg = load_config(args.config, args.cfg_options)
+            if args.calib:
+                cfg.export.calib_images = args.calib
+            bench_layouts(cfg, args.checkpoint, out_dir, args.layout_list.split(","))
+            return 0
+        print(CASE_HEADER, flush=True)
+        bench_cases(args.cases.split(","), args.runs, args.calib, out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
