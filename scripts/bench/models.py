@@ -7,7 +7,8 @@ Per preset: trainable parameters (mmdetection's convention), GFLOPs = conv/dense
 (mmdetection's published convention) at 192x192 and 640x640, and the latency of one forward pass of
 a single 192x192 image through the Keras 3 model (``training=False``) inside a ``tf.function``
 (traced once, two warm-up calls, then the median and minimum of ``--repeats`` calls, outputs copied to
-NumPy). Weights are random: latency does not depend on them.
+NumPy; the presets take turns so that other processes' load hits all alike). Weights are random:
+latency does not depend on them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np  # noqa: E402
 PRESETS = ["nano", "nano_relu", "tiny", "s", "m", "l", "x", "mnv4"]  # nano_relu_q = nano_relu
 
 
-def _latency_ms(model, size, repeats):
+def _forward_fn(model, size):
     import tensorflow as tf
 
     @tf.function(autograph=False)
@@ -34,18 +35,11 @@ def _latency_ms(model, size, repeats):
         return model(x, training=False)
 
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32))
-    for _ in range(3):  # trace + warm-up
-        tf.nest.map_structure(lambda t: t.numpy(), forward(x))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), forward(x))
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times), min(times)
+    return lambda: tf.nest.map_structure(lambda t: t.numpy(), forward(x))
 
 
-def measure(preset, num_classes, repeats, latency=True):
-    """One table row: parameters, GFLOPs at 192 and 640, latency (ms) at 192."""
+def measure_static(preset, num_classes):
+    """Parameters and GFLOPs at 192 and 640 (models built without running initialisers)."""
     import keras
 
     from rtmdet_keras import load_config
@@ -53,22 +47,38 @@ def measure(preset, num_classes, repeats, latency=True):
     from rtmdet_keras.models.summary import count_macs, count_parameters
 
     row = {"preset": preset}
-    cfg640 = load_config(preset, {"num_classes": num_classes, "imgsz": [640, 640]})
-    with keras.StatelessScope():  # shapes only: skip the initialisers
-        model = build_model(cfg640)
-    row["gflops_640"] = count_macs(model)["total"] / 1e9
-    row["gflops_640_mmcv"] = count_macs(model, "mmcv")["total"] / 1e9
-    keras.backend.clear_session()
-    gc.collect()
-    model = build_model(load_config(preset, {"num_classes": num_classes, "imgsz": [192, 192]}))
-    params = count_parameters(model)
-    row.update(params=params["total"], backbone=params["backbone"], neck=params["neck"], head=params["head"])
-    row["gflops_192"] = count_macs(model)["total"] / 1e9
-    if latency:
-        row["median_ms"], row["min_ms"] = _latency_ms(model, 192, repeats)
-    keras.backend.clear_session()
-    gc.collect()
+    for size in (192, 640):
+        with keras.StatelessScope():  # shapes only: skip the initialisers
+            model = build_model(load_config(preset, {"num_classes": num_classes, "imgsz": [size, size]}))
+        row[f"gflops_{size}"] = count_macs(model)["total"] / 1e9
+        if size == 640:
+            row["gflops_640_mmcv"] = count_macs(model, "mmcv")["total"] / 1e9
+        params = count_parameters(model)
+        row.update(params=params["total"], backbone=params["backbone"], neck=params["neck"], head=params["head"])
+        keras.backend.clear_session()
+        gc.collect()
     return row
+
+
+def measure_latency(presets, num_classes, repeats, size=192):
+    """{preset: (median ms, min ms)} of one forward pass of a batch of 1. The presets take turns
+    (round robin over ``repeats`` rounds) so that load from other processes hits all of them alike."""
+    from rtmdet_keras import load_config
+    from rtmdet_keras.models import build_model
+
+    forwards = {}
+    for preset in presets:
+        model = build_model(load_config(preset, {"num_classes": num_classes, "imgsz": [size, size]}))
+        forwards[preset] = _forward_fn(model, size)
+        for _ in range(3):  # trace + warm-up
+            forwards[preset]()
+    times = {preset: [] for preset in presets}
+    for _ in range(repeats):
+        for preset, run in forwards.items():
+            t0 = time.perf_counter()
+            run()
+            times[preset].append((time.perf_counter() - t0) * 1000.0)
+    return {p: (statistics.median(t), min(t)) for p, t in times.items()}
 
 
 def format_table(rows, latency=True):
@@ -98,15 +108,20 @@ def main(argv=None):
 
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # one tf.function per preset is intended, not "retracing"
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    rows = []
-    for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        rows.append(measure(preset, args.num_classes, args.repeats, latency=not args.no_latency))
-        print(f"  {preset}: done", file=sys.stderr, flush=True)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    rows = [measure_static(preset, args.num_classes) for preset in presets]
+    if not args.no_latency:
+        latency = measure_latency(presets, args.num_classes, args.repeats)
+        for row in rows:
+            row["median_ms"], row["min_ms"] = latency[row["preset"]]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{args.num_classes} classes; GFLOPs = conv/dense multiply-accumulates (x2 for FLOPs); "
-          f"latency: Keras 3 tf.function, {args.repeats} runs after warm-up, {os.cpu_count()} CPU cores")
+          f"latency: Keras 3 tf.function, {args.repeats} round-robin runs after warm-up, "
+          f"{os.cpu_count()} CPU cores, load average {load:.1f} at the end")
     print(format_table(rows, latency=not args.no_latency))
     return 0
 
