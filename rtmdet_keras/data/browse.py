@@ -104,9 +104,10 @@ def browse_dataset(cfg, out_dir, stage: int = 1, num: int = 16, seed: Optional[i
                 image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
             drawn = draw_detections(image, boxes * scale, labels, names)
             path = out_dir / f"stage{stage}_{len(written):04d}.{image_format}"
-            Image.fromarray(drawn).save(path, quality=95) if image_format == "jpg" else Image.fromarray(drawn).save(path)
+            Image.fromarray(drawn).save(path, **({"quality": 95} if image_format == "jpg" else {}))
             written.append(path)
-    print_fn(f"wrote {len(written)} stage-{stage} samples ({w}x{h} px, drawn at {scale}x) with their boxes to {out_dir}")
+    print_fn(f"wrote {len(written)} stage-{stage} samples ({w}x{h} px, drawn at {scale}x) with their boxes "
+             f"to {out_dir}")
     return written
 
 
@@ -118,10 +119,13 @@ def browse_dataset(cfg, out_dir, stage: int = 1, num: int = 16, seed: Optional[i
 @click.option("--out", "out_dir", default=None, help="Output folder (default: work_dirs/<config name>/browse).")
 @click.option("--num", type=int, default=16, show_default=True, help="Number of samples to write.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's).")
-@click.option("--scale", type=int, default=None, help="Enlarge samples by this factor before drawing (default: to >= 512 px).")
+@click.option("--scale", type=int, default=None,
+              help="Enlarge samples by this factor before drawing (default: to at least 512 px).")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
 def browse_command(config_path, config, cfg_options, stage, out_dir, num, seed, scale, image_format):
-    """Write augmented training samples with their boxes and class names drawn. CONFIG_PATH may also be given as --config."""
+    """Write augmented training samples with their boxes and class names drawn.
+
+    CONFIG_PATH may also be given as --config."""
     cfg = load_config_or_exit(config, cfg_options, config_path)
     from rtmdet_keras.data import DatasetError
 

@@ -111,8 +111,10 @@ class _Sampler:
         self.max_boxes = int(per_sample_boxes)
         counts = np.array([len(r.labels) for r in records], np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in records] + [np.zeros((0, 4), np.float32)])
-        labels = np.concatenate([np.asarray(r.labels, np.int32).reshape(-1) for r in records] + [np.zeros((0,), np.int32)])
+        boxes = np.concatenate([np.zeros((0, 4), np.float32)]
+                               + [np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in records])
+        labels = np.concatenate([np.zeros((0,), np.int32)]
+                                + [np.asarray(r.labels, np.int32).reshape(-1) for r in records])
         self.boxes, self.labels = tf.constant(boxes), tf.constant(labels)
         self.starts, self.counts = tf.constant(starts), tf.constant(counts)
         self.rec_wh = tf.constant(np.array([[r.width, r.height] for r in records], np.float32).reshape(-1, 2))

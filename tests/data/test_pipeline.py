@@ -7,7 +7,6 @@ own arithmetic.
 """
 
 import colorsys
-import os
 from collections import deque
 
 import numpy as np
@@ -99,7 +98,7 @@ def check_boxes_against_pixels(image, boxes, labels, tol=1.5):
     h, w = cls.shape
     keep = labels >= 0
     boxes, labels = boxes[keep], labels[keep]
-    assert np.all(boxes[:, 0] >= 0) and np.all(boxes[:, 2] <= w) and np.all(boxes[:, 1] >= 0) and np.all(boxes[:, 3] <= h)
+    assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2] <= w) and np.all(boxes[:, 3] <= h)
     assert np.all(boxes[:, 2] - boxes[:, 0] >= 1) and np.all(boxes[:, 3] - boxes[:, 1] >= 1)
     for c in range(len(HUES)):
         regions = components(cls == c)

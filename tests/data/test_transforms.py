@@ -123,7 +123,8 @@ def _reference_hsv(rgb, gains):
     return out
 
 
-@pytest.mark.parametrize("gains", [(4, 0, 0), (0, 29, 0), (0, -29, 0), (0, 0, 29), (0, 0, -29), (-3, 20, -25), (4, -30, 30)])
+@pytest.mark.parametrize("gains", [(4, 0, 0), (0, 29, 0), (0, -29, 0), (0, 0, 29), (0, 0, -29), (-3, 20, -25),
+                                   (4, -30, 30)])
 def test_hsv_jitter_matches_opencv_arithmetic(gains):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (6, 7, 3)).astype(np.float64)
