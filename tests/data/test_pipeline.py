@@ -135,9 +135,9 @@ def rect_set(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("rects"), RECT_SPECS)
 
 
-@pytest.mark.parametrize("hsv", [False, True])
-def test_stage1_boxes_match_pixels(rect_set, hsv):
-    cfg = _cfg(**({"augment.hsv_gains": "[5,30,30]"} if hsv else {}))
+@pytest.mark.parametrize("hsv, mosaic_prob", [(False, 1.0), (True, 1.0), (False, 0.5)])
+def test_stage1_boxes_match_pixels(rect_set, hsv, mosaic_prob):
+    cfg = _cfg(**{"augment.mosaic_prob": mosaic_prob}, **({"augment.hsv_gains": "[5,30,30]"} if hsv else {}))
     pipe = build_train_pipeline(rect_set, cfg, stage=1, seed=1 if hsv else 0)
     assert pipe.max_boxes == 2 * 4  # two boxes at most per image, x4 for Mosaic, no MixUp in nano
     seen_boxes = 0
