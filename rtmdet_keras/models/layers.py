@@ -106,6 +106,9 @@ class HardSigmoid(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    def get_config(self):  # no settings of its own
+        return super().get_config()
+
 
 KERAS3_CUSTOM_LAYERS = SimpleNamespace(
     InputNormalization=InputNormalization, NearestUpsample=NearestUpsample, HardSigmoid=HardSigmoid

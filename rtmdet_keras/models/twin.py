@@ -89,6 +89,9 @@ def tf_keras_custom_layers() -> SimpleNamespace:
         def call(self, x):
             return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
 
+        def get_config(self):  # no settings of its own
+            return super().get_config()
+
     return SimpleNamespace(InputNormalization=InputNormalization, NearestUpsample=NearestUpsample,
                            HardSigmoid=HardSigmoid)
 
