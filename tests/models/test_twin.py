@@ -15,12 +15,23 @@ def _image(seed=0, size=64):
     return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("preset", ["nano", "tiny"])
-def test_twin_agrees_with_keras3_both_ways(preset):
+def _pair(preset):
     cfg = small_cfg(preset)
     model = build_model(cfg)
     randomize_weights(model, seed=3)
-    twin = build_twin(cfg, model)
+    return cfg, model, build_twin(cfg, model)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """tiny (shared head convs) with random weights and its twin; tests must not change them."""
+    yield _pair("tiny")
+    free()
+
+
+@pytest.mark.parametrize("preset", ["nano", "tiny"])
+def test_twin_agrees_with_keras3_both_ways(preset, tiny_pair):
+    cfg, model, twin = tiny_pair if preset == "tiny" else _pair(preset)
     x = _image()
     want = model(x, training=False)
     got = {k: v.numpy() for k, v in twin(x, training=False).items()}
@@ -32,26 +43,22 @@ def test_twin_agrees_with_keras3_both_ways(preset):
     written = transfer_weights(twin, back)
     assert len(written) == sum(1 for layer in back.layers if layer.weights)
     assert max_rel_diff(want, back(x, training=False)) == 0.0
-    free()
 
 
-def test_twin_unshares_the_head_convs_with_copies_of_the_kernel():
-    cfg = small_cfg("tiny")
-    model = build_model(cfg)
-    twin = build_twin(cfg, model)
+def test_twin_unshares_the_head_convs_with_copies_of_the_kernel(tiny_pair):
+    _, model, twin = tiny_pair
     convs = [layer for layer in twin.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D")]
     assert all(len(layer._inbound_nodes) == 1 for layer in convs)
     shared = model.get_layer("bbox_head.reg_convs.0.1.conv").get_weights()[0]
     for lvl in range(3):
         np.testing.assert_array_equal(twin.get_layer(f"bbox_head.reg_convs.{lvl}.1.conv").get_weights()[0], shared)
     assert type(twin).__module__.startswith("tf_keras")
-    free()
 
 
-def test_diverged_level_copies_are_not_merged_silently():
-    cfg = small_cfg("tiny")
+def test_diverged_level_copies_are_not_merged_silently(tiny_pair):
+    cfg, source, _ = tiny_pair
+    twin = build_twin(cfg, source)
     model = build_model(cfg)
-    twin = build_twin(cfg, model)
     layer = twin.get_layer("bbox_head.cls_convs.2.0.conv")
     layer.set_weights([w + 0.5 for w in layer.get_weights()])
     with pytest.raises(ValueError, match=r"bbox_head.cls_convs.0.0.conv: the per-level copies .* differ"):
@@ -59,7 +66,6 @@ def test_diverged_level_copies_are_not_merged_silently():
     transfer_weights(twin, model, on_diverged_shared="mean")
     mean = np.mean([twin.get_layer(f"bbox_head.cls_convs.{i}.0.conv").get_weights()[0] for i in range(3)], axis=0)
     np.testing.assert_allclose(model.get_layer("bbox_head.cls_convs.0.0.conv").get_weights()[0], mean, rtol=1e-6)
-    free()
 
 
 def test_mismatched_models_list_the_unmatched_layers():
