@@ -74,7 +74,7 @@ class NearestUpsample(keras.layers.Layer):
 
     Output pixel ``i`` takes input pixel ``i // scale`` (as PyTorch's ``nn.Upsample(mode="nearest")``).
     Neither ``UpSampling2D`` (exports as SHAPE/TILE/RESHAPE...) nor ``keras.layers.Resizing`` (passes
-    ``training=True`` on to later layers) is used; see docs of the platform.
+    ``training=True`` on to later layers) is used (see the platform notes).
     """
 
     def __init__(self, scale=2, **kwargs):
