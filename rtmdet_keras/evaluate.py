@@ -73,6 +73,8 @@ def command_config_and_model(args, config, cfg_options, checkpoint=None, tflite=
         else:
             name, implied = _config_from_export_metadata(model_path)
     cfg = load_config_or_exit(name, implied + list(cfg_options or ()) + list(extra_overrides or ()))
+    if Path(name).name == "config.yaml":
+        cfg.name = cfg.preset  # a training run's resolved config: name exports after the preset, not "config"
     _fill_class_names(cfg, model_path)
     return cfg, model_path
 
@@ -341,7 +343,7 @@ def make_runner_predictor(runner: Callable, cfg, batch_size: int = 16):
     from rtmdet_keras.evaluation import Detections
     from rtmdet_keras.postprocess import decode_and_nms
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code: nothing to convert
     def nms(outputs):
         return decode_and_nms(outputs, cfg)
 

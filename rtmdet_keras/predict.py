@@ -70,7 +70,7 @@ def predict(cfg, model_path, images: Sequence, out_dir, score_thr: float = 0.3, 
     if draw:
         from rtmdet_keras.data.browse import draw_detections
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code: nothing to convert
     def nms(outputs):
         return decode_and_nms(outputs, cfg)
 
