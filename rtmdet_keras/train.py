@@ -51,7 +51,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     from rtmdet_keras.data.pipeline import build_train_pipeline
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.callbacks import (
-        CocoEvalCallback, LearningRateLogger, NanGuard, make_tensorboard_image_writer,
+        CocoEvalCallback, LearningRateLogger, NanGuard, TensorBoardWriter,
     )
     from rtmdet_keras.training.checkpoint import (
         CheckpointCallback, latest_checkpoint, load_training_state, restore_training_state,
@@ -112,7 +112,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     evaluator = CocoEvalCallback(
         val_set, make_dataset_predictor(network, cfg), network, interval=cfg.val_interval, dense_from=stage1_epochs,
         max_epochs=cfg.max_epochs, ema=ema, work_dir=work_dir, best_metric=best_metric,
-        image_writer=make_tensorboard_image_writer(work_dir / "tensorboard", val_set, cfg.class_names),
+        tensorboard=TensorBoardWriter(work_dir / "tensorboard", val_set, cfg.class_names),
         print_fn=print_fn,
     )
     saver = CheckpointCallback(

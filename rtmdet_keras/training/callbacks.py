@@ -50,16 +50,17 @@ class CocoEvalCallback(keras.callbacks.Callback):
     """Evaluate on the validation split every ``interval`` epochs and every epoch from ``dense_from``
     (stage 2), with EMA weights when an EMA callback is given.
 
-    Prints pycocotools' 12-line summary and a per-class table, adds ``val_bbox_mAP``... to the epoch
-    logs (so TensorBoard and the progress bar show them), writes the best model (by ``bbox_mAP``) to
-    ``work_dir/best_coco_bbox_mAP.keras`` and a few validation images with predictions to TensorBoard.
+    Prints pycocotools' 12-line summary and a per-class table, adds ``val_bbox_mAP`` and
+    ``val_bbox_mAP_50`` to the epoch logs (progress bar, Keras' TensorBoard callback), writes the best
+    model (by ``bbox_mAP``) to ``work_dir/best_coco_bbox_mAP.keras``, and hands all 12 metrics and the
+    detections to ``tensorboard`` (a :class:`TensorBoardWriter`) when given.
 
     ``predict_fn(dataset) -> Detections`` runs the network and decode + NMS on the whole split.
     """
 
     def __init__(self, dataset, predict_fn: Callable, network: keras.Model, interval: int = 10,
                  dense_from: Optional[int] = None, max_epochs: Optional[int] = None, ema=None,
-                 work_dir=None, best_metric: float = -1.0, image_writer=None, print_fn=print):
+                 work_dir=None, best_metric: float = -1.0, tensorboard=None, print_fn=print):
         super().__init__()
         self.dataset = dataset
         self.predict_fn = predict_fn
@@ -71,7 +72,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
         self.work_dir = Path(work_dir) if work_dir else None
         self.best_metric = float(best_metric)
         self.best_epoch = None
-        self.image_writer = image_writer
+        self.tensorboard = tensorboard
         self.print_fn = print_fn
         self.last_result = None
 
@@ -98,15 +99,16 @@ class CocoEvalCallback(keras.callbacks.Callback):
                       f"{' (EMA weights)' if self.ema is not None else ''}")
         self.print_fn(result.report())
         if logs is not None:
-            for k, v in result.metrics.items():
-                logs[f"val_{k}"] = v
+            logs["val_bbox_mAP"] = result.metrics["bbox_mAP"]
+            logs["val_bbox_mAP_50"] = result.metrics["bbox_mAP_50"]
         current = result.metrics["bbox_mAP"]
         if self.work_dir is not None and current > self.best_metric:
             self.best_metric, self.best_epoch = current, done
             self._save_best(done, result)
             self.print_fn(f"new best bbox_mAP {current:.4f} at epoch {done}: {self.work_dir / BEST_NAME}")
-        if self.image_writer is not None:
-            self.image_writer(done, detections)
+        if self.tensorboard is not None:
+            self.tensorboard.write_metrics(done, result.metrics)
+            self.tensorboard.write_images(done, detections)
 
     def _save_best(self, epoch, result):
         import json
@@ -131,29 +133,37 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["lr"] = float(np.asarray(lr(opt.iterations) if callable(lr) else lr))
 
 
-def make_tensorboard_image_writer(log_dir, dataset, class_names, num_images=4, score_thr=0.3):
-    """Returns ``writer(epoch, detections)`` that logs the first ``num_images`` validation images with
-    their predicted boxes drawn, under ``log_dir/val_images``."""
-    import tensorflow as tf
+class TensorBoardWriter:
+    """Writes COCO metrics (``coco/bbox_mAP``...) and the first ``num_images`` validation images with
+    their predicted boxes drawn (``val_images/N``) under ``log_dir``."""
 
-    from rtmdet_keras.data.browse import draw_detections
-    from rtmdet_keras.data.images import load_image
+    def __init__(self, log_dir, dataset, class_names, num_images=4, score_thr=0.3):
+        import tensorflow as tf
 
-    writer = tf.summary.create_file_writer(str(Path(log_dir) / "val_images"))
-    records = dataset.records[:num_images]
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "coco"))
+        self.records = dataset.records[:num_images]
+        self.class_names = class_names
+        self.score_thr = score_thr
 
-    def write(epoch, detections):
-        pictures = []
-        for r in records:
-            image = load_image(r.path)
-            boxes = detections.boxes.get(r.image_id, np.zeros((0, 4)))
-            scores = detections.scores.get(r.image_id, np.zeros((0,)))
-            labels = detections.labels.get(r.image_id, np.zeros((0,), np.int32))
-            keep = scores >= score_thr
-            pictures.append(draw_detections(image, boxes[keep], labels[keep], class_names, scores[keep]))
-        with writer.as_default():
-            for i, pic in enumerate(pictures):
-                tf.summary.image(f"val/{i}", pic[None], step=epoch)
-        writer.flush()
+    def write_metrics(self, epoch, metrics):
+        with self.writer.as_default():
+            for k, v in metrics.items():
+                self._tf.summary.scalar(f"coco/{k}", v, step=epoch)
+        self.writer.flush()
 
-    return write
+    def write_images(self, epoch, detections):
+        from rtmdet_keras.data.browse import draw_detections
+        from rtmdet_keras.data.images import load_image
+
+        empty_boxes, empty = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        with self.writer.as_default():
+            for i, r in enumerate(self.records):
+                boxes = detections.boxes.get(r.image_id, empty_boxes)
+                scores = detections.scores.get(r.image_id, empty)
+                labels = detections.labels.get(r.image_id, empty.astype(np.int32))
+                keep = scores >= self.score_thr
+                picture = draw_detections(load_image(r.path), boxes[keep], labels[keep], self.class_names,
+                                          scores[keep])
+                self._tf.summary.image(f"val_images/{i}", picture[None], step=epoch)
+        self.writer.flush()
