@@ -80,10 +80,6 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     stage1 = build_train_pipeline(train_set, cfg, stage=1, seed=cfg.seed)
     stage2 = build_train_pipeline(train_set, cfg, stage=2, seed=cfg.seed + 1)
     steps = stage1.steps_per_epoch
-    if steps < 1:
-        raise click.ClickException(
-            f"the training split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}: "
-            f"lower batch_size (--cfg-options batch_size=...)")
 
     with strategy.scope():
         network = build_model(cfg)
@@ -130,12 +126,12 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
         print_fn(f"stage 1 (Mosaic{' + MixUp' if cfg.augment.mixup else ''}): epochs {initial_epoch + 1}-"
                  f"{stage1_epochs}, {steps} steps each")
         detector.fit(stage1.dataset, epochs=stage1_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                     callbacks=all_callbacks, verbose=verbose)
+                     callbacks=all_callbacks, verbose=verbose, shuffle=False)
     if initial_epoch < cfg.max_epochs:
         first = max(initial_epoch, stage1_epochs)
         print_fn(f"stage 2 (no Mosaic/MixUp): epochs {first + 1}-{cfg.max_epochs}")
         detector.fit(stage2.dataset, epochs=cfg.max_epochs, initial_epoch=first, steps_per_epoch=steps,
-                     callbacks=all_callbacks, verbose=verbose)
+                     callbacks=all_callbacks, verbose=verbose, shuffle=False)
     elapsed = time.time() - start
     summary = {
         "work_dir": str(work_dir), "best_metric": evaluator.best_metric, "best_epoch": evaluator.best_epoch,
