@@ -133,7 +133,9 @@ class LoadReport:
         counted: Dict[str, int] = {}
         for name in self.ignored:
             kind = ("num_batches_tracked" if name.endswith("num_batches_tracked")
-                    else "EMA steps" if name == "steps" else f"outside {self.part}.*")
+                    else "EMA steps" if name == "steps"
+                    else "class-prediction tensors" if name.startswith("bbox_head.rtm_cls.")
+                    else f"outside {self.part}.*")
             counted[kind] = counted.get(kind, 0) + 1
         skipped = "; ignored " + ", ".join(f"{n} {k}" for k, n in counted.items()) if counted else ""
         lines = [f"{what} from {self.source}: {len(self.used)} tensors into {len(self.layers)} layers{skipped}"]
@@ -468,7 +470,13 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
         if layer_ok:
             new_values[name] = values
 
-    leftover = [k for k in table if k not in used]
+    # The class convs of a class-count mismatch are a documented skip, not a use.
+    skipped_class = [k for k in used if _CLASS_CONV.match(k.rpartition("/")[0]) and
+                     k.rpartition("/")[0] in {n for n, _, _ in class_mismatch}]
+    for k in skipped_class:
+        del used[k]
+    report.ignored += [name_of(k) for k in skipped_class]
+    leftover = [k for k in table if k not in used and k not in skipped_class]
     if part is not None:
         outside = [k for k in leftover if not _in_part(k.rpartition("/")[0], part)]
         report.ignored += [name_of(k) for k in outside]

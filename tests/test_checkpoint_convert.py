@@ -240,7 +240,12 @@ def test_class_count_mismatch_keeps_fresh_class_convs(tiny2):
     lines = []
     report = load_weights(tiny2, sd, print_fn=lines.append)
     assert report.kept_init == [f"bbox_head.rtm_cls.{lvl}" for lvl in range(3)]
-    assert "80 classes" in lines[0] and "this model 2" in lines[0] and "bbox_head.rtm_cls.0" in lines[0]
+    class_tensors = {k for k in sd if k.startswith("bbox_head.rtm_cls.")}
+    assert class_tensors <= set(report.ignored) and not class_tensors & set(report.used)
+    assert set(report.used) | set(report.ignored) == set(sd)
+    assert "6 class-prediction tensors" in lines[0]
+    note = lines[0].splitlines()[1]  # the one line that says so
+    assert "80 classes" in note and "this model 2" in note and "bbox_head.rtm_cls.0" in note
     for lvl in range(3):
         _, bias = tiny2.get_layer(f"bbox_head.rtm_cls.{lvl}").get_weights()
         np.testing.assert_allclose(bias, fresh_bias)

@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Convert an mmdetection RTMDet (or ImageNet CSPNeXt) checkpoint to rtmdet_keras' name-keyed .npz.
+
+    python scripts/convert_mmdet_checkpoint.py IN.pth OUT.npz --config tiny [--cfg-options key=value ...]
+        [--state-dict state_dict|ema_state_dict]
+
+The same command as ``rtmdet convert-checkpoint``; see ``rtmdet_keras/checkpoint_convert.py``. Needs
+PyTorch (``pip install 'rtmdet_keras[convert]'``); the .npz it writes loads without it.
+"""
+
+from rtmdet_keras.checkpoint_convert import convert_command
+from rtmdet_keras.cli import run_standalone
+
+if __name__ == "__main__":
+    run_standalone(convert_command, "scripts/convert_mmdet_checkpoint.py")
