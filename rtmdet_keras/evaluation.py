@@ -65,7 +65,7 @@ def build_coco_ground_truth(dataset) -> dict:
                        "file_name": str(r.path)})
         for crowd, boxes, labels in (
             (0, r.boxes, r.labels),
-            (1, r.crowd_boxes, np.zeros(len(r.crowd_boxes), np.int32)),
+            (1, r.crowd_boxes, r.crowd_labels),
         ):
             for (x, y, w, h), label in zip(_xyxy_to_xywh(boxes), labels):
                 annotations.append({

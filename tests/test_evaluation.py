@@ -58,7 +58,7 @@ def test_wrong_class_and_no_detections_score_zero():
 
 def test_crowd_regions_do_not_count_as_misses_or_false_positives():
     rec = ImageRecord(1, "a.jpg", 200, 100, np.array([[10, 10, 60, 60]], np.float32), np.array([0], np.int32),
-                      crowd_boxes=np.array([[100, 10, 190, 90]], np.float32))
+                      crowd_boxes=np.array([[100, 10, 190, 90]], np.float32), crowd_labels=np.array([0], np.int32))
     ds = DetectionDataset([rec], ["cat"], [1], "mem")
     det = Detections()
     det.add(1, [[10, 10, 60, 60], [110, 20, 180, 80]], [0.9, 0.95], [0, 0])
@@ -74,3 +74,18 @@ def test_tables_are_readable():
     assert "cat" in text and "AP50:95" in text
     table = format_comparison_table({"float": {"bbox_mAP": 0.5, "bbox_mAP_50": 0.9}, "int8": {"bbox_mAP": 0.49}})
     assert "float" in table and "0.5000" in table and "nan" in table
+
+
+def test_crowd_region_only_ignores_detections_of_its_own_class():
+    crowd = np.array([[100, 10, 190, 90]], np.float32)
+    rec = ImageRecord(1, "a.jpg", 200, 100, np.array([[10, 10, 60, 60]], np.float32), np.array([0], np.int32),
+                      crowd_boxes=crowd, crowd_labels=np.array([1], np.int32))
+    ds = DetectionDataset([rec], ["cat", "dog"], [1, 2], "mem")
+    # A "cat" detection inside the "dog" crowd region is a false positive ranked above the true one.
+    det = Detections()
+    det.add(1, [[10, 10, 60, 60], [110, 20, 180, 80]], [0.9, 0.95], [0, 0])
+    res = evaluate_detections(ds, det)
+    assert res.metrics["bbox_mAP"] == pytest.approx(0.5, abs=0.01)
+    # The same detection labelled "dog" falls in its own class's crowd region and is ignored.
+    det.add(1, [[10, 10, 60, 60], [110, 20, 180, 80]], [0.9, 0.95], [0, 1])
+    assert evaluate_detections(ds, det).metrics["bbox_mAP"] == pytest.approx(1.0)
