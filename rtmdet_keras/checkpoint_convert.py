@@ -585,6 +585,15 @@ def read_source(source, state_dict_key: str = "state_dict", print_fn=print):
                           f"({', '.join(TORCH_SUFFIXES)}), a converted .npz or a .keras model")
 
 
+def _prefix_bare_backbone(table: Dict[str, np.ndarray], origin: Dict[str, str]):
+    """A backbone saved on its own (``model.backbone.state_dict()``: ``stem.0.conv.weight``) gets the
+    ``backbone.`` prefix that mmdetection's ``init_cfg=dict(prefix="backbone.")`` would strip."""
+    if any(k.startswith("backbone.") for k in table) or not any(k.startswith(("stem.", "stage")) for k in table):
+        return table, origin, None
+    origin = {f"backbone.{k}": origin.get(k, k) for k in table}
+    return {f"backbone.{k}": v for k, v in table.items()}, origin, "the tensors have no 'backbone.' prefix: read as backbone.*"
+
+
 def load_weights(network, source, *, part: Optional[str] = None, cfg=None, state_dict_key: str = "state_dict",
                  print_fn=print) -> LoadReport:
     """Load ``source`` into ``network`` by layer name, strictly one to one (see the module docstring).
@@ -604,7 +613,12 @@ def load_weights(network, source, *, part: Optional[str] = None, cfg=None, state
         CheckpointError: unreadable source or a mismatch (nothing is loaded then).
     """
     table, origin, ignored, meta, label = read_source(source, state_dict_key, print_fn)
+    prefix_note = None
+    if part == "backbone":
+        table, origin, prefix_note = _prefix_bare_backbone(table, origin)
     report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored)
+    if prefix_note:
+        report.notes.insert(0, prefix_note)
     note = _eps_note(meta.get("checkpoint_bn_eps") if "checkpoint_bn_eps" in meta else checkpoint_bn_eps(meta), cfg)
     if note:
         report.notes.append(note)
@@ -654,6 +668,9 @@ def convert_checkpoint(source, out_path, cfg, state_dict_key: str = "state_dict"
     table, origin, ignored, meta, label = read_source(source, state_dict_key, print_fn)
     head = [k for k in table if k.startswith("bbox_head.")]
     part = None if head else "backbone"
+    prefix_note = None
+    if part == "backbone":
+        table, origin, prefix_note = _prefix_bare_backbone(table, origin)
     cls_kernel = table.get("bbox_head.rtm_cls.0/kernel")
     run_cfg = cfg
     if cls_kernel is not None and int(cls_kernel.shape[-1]) != int(cfg.num_classes):
@@ -663,6 +680,8 @@ def convert_checkpoint(source, out_path, cfg, state_dict_key: str = "state_dict"
         run_cfg = replace(cfg, num_classes=num_classes, class_names=None)
     network = build_model(run_cfg)
     report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored)
+    if prefix_note:
+        report.notes.insert(0, prefix_note)
     eps = checkpoint_bn_eps(meta)
     note = _eps_note(eps, cfg)
     if note:

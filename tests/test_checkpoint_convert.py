@@ -208,6 +208,7 @@ def test_every_tensor_used_once_and_every_weight_set(tiny80):
         np.testing.assert_array_equal(weights[keras_key(key)], to_keras_layout(key, value), err_msg=key)
     # The shared convs exist once; their per-level BatchNorms are each level's own.
     assert "bbox_head.cls_convs.1.0.conv/kernel" not in weights
+    assert not tiny80.get_layer("normalize").weights  # input normalisation: config constants, nothing to load
     for lvl in range(3):
         np.testing.assert_array_equal(weights[f"bbox_head.reg_convs.{lvl}.1.bn/moving_variance"],
                                       sd[f"bbox_head.reg_convs.{lvl}.1.bn.running_var"])
@@ -309,6 +310,25 @@ def test_backbone_only_from_an_imagenet_checkpoint(tiny80):
         load_weights(tiny80, {k: v for k, v in random_state_dict().items() if k.startswith("backbone.")}, print_fn=quiet)
 
 
+def test_bare_backbone_state_dict_and_tf_keras_twin(tiny80):
+    from rtmdet_keras.models import build_model
+
+    sd = random_state_dict(seed=6)
+    bare = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}  # backbone.state_dict()
+    report = load_weights(tiny80, bare, part="backbone", print_fn=quiet)
+    assert "stem.0.conv.weight" in report.used and "no 'backbone.' prefix" in report.notes[0]
+    np.testing.assert_array_equal(tiny80.get_layer("backbone.stem.1.bn").get_weights()[3], sd["backbone.stem.1.bn.running_var"])
+
+    # The tf_keras twin has a conv per head level: each takes its own copy of the shared tensor.
+    twin = build_model(tiny_cfg(80), framework="tf_keras")
+    load_weights(twin, sd, print_fn=quiet)
+    for lvl in range(3):
+        kernel = twin.get_layer(f"bbox_head.reg_convs.{lvl}.0.conv").get_weights()[0]
+        np.testing.assert_array_equal(kernel, to_keras_layout("x", sd["bbox_head.reg_convs.0.0.conv.weight"]))
+    dw = "backbone.stage2.1.blocks.0.conv2.depthwise_conv.conv"
+    np.testing.assert_array_equal(twin.get_layer(dw).get_weights()[0], to_keras_layout(".depthwise_conv.", sd[dw + ".weight"]))
+
+
 def test_ema_and_wrapped_state_dicts():
     raw = {"module.backbone.x.weight": np.zeros(2, np.float32), "steps": np.array(5)}
     ckpt = {"meta": {"cfg": "x"}, "state_dict": {"backbone.x.weight": np.ones(2, np.float32)}, "ema_state_dict": raw}
@@ -347,6 +367,14 @@ def test_converted_file_round_trip_and_load_pretrained(tiny80, tiny2, tmp_path):
     got = named_weights(tiny2)
     assert all((v == 3.0).all() for k, v in got.items() if not k.startswith("backbone."))
     np.testing.assert_array_equal(got["backbone.stage3.1.final_conv.bn/beta"], sd["backbone.stage3.1.final_conv.bn.bias"])
+
+    keras_file = tmp_path / "run_best.keras"  # a model saved by an earlier rtmdet_keras run (2 classes)
+    tiny2.save(keras_file)
+    fill(tiny80, np.nan)
+    report = load_weights(tiny80, keras_file, print_fn=quiet)
+    assert len(report.kept_init) == 3
+    np.testing.assert_array_equal(tiny80.get_layer("neck.out_convs.2.bn").get_weights()[0],
+                                  tiny2.get_layer("neck.out_convs.2.bn").get_weights()[0])
 
     with pytest.raises(CheckpointError, match="URL"):
         load_pretrained(tiny2, tiny_cfg(2, load_from="https://example.com/x.pth"), print_fn=quiet)
