@@ -2,10 +2,10 @@
 
 ``python -m rtmdet_keras.export configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras --int8``
 
-No ONNX hop: the functional network is wrapped in a Keras ``ExportArchive`` endpoint with a static
-``[1, H, W, 3]`` float32 input, written as a SavedModel and converted with
-``tf.lite.TFLiteConverter.from_saved_model`` (``from_concrete_functions`` would leave the variables
-unfrozen). Int8 is full-integer: int8 weights and activations, ``TFLITE_BUILTINS_INT8`` only (no float
+No ONNX hop: the functional network is wrapped in Keras ``ExportArchive`` endpoints (any batch for
+the SavedModel's ``serving_default``; a static ``[1, H, W, 3]`` float32 input for TFLite), written as
+one SavedModel and converted with ``tf.lite.TFLiteConverter.from_saved_model``
+(``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights and activations, ``TFLITE_BUILTINS_INT8`` only (no float
 fallback), int8 (or uint8) input, int8 outputs, calibrated on ``cfg.export.calib_images`` training
 images passed through the *evaluation* transform (keep-ratio letterbox, pad 114 bottom/right).
 
@@ -66,6 +66,7 @@ FORMATS = ("float32", "float16", "int8")
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
+TFLITE_SIGNATURE = "serving_batch1"  # the batch-1 signature converted to TFLite (and its name in the .tflite)
 
 
 class ExportError(RuntimeError):
@@ -298,9 +299,12 @@ def pin_input_range(images: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_saved_model(network, cfg, path, layout: str = DEFAULT_LAYOUT, batch_size: Optional[int] = None) -> Path:
-    """A SavedModel whose ``serving_default`` takes ``images float32 [batch_size, H, W, 3]`` (raw 0-255)
-    and returns the tensors of ``layout`` by name."""
+def write_saved_model(network, cfg, path, layout: str = DEFAULT_LAYOUT, dynamic: bool = True,
+                      batch1: bool = True) -> Path:
+    """A SavedModel of ``network`` whose signatures take ``images float32 [B, H, W, 3]`` (raw 0-255) and
+    return the tensors of ``layout`` by name: ``serve`` (also ``serving_default``) with any batch when
+    ``dynamic``, and :data:`TFLITE_SIGNATURE` with batch 1, the source of every ``.tflite`` (static
+    shapes), when ``batch1``. One file serves both: tracing and writing twice would double the time."""
     import keras
     import tensorflow as tf
 
@@ -311,8 +315,10 @@ def write_saved_model(network, cfg, path, layout: str = DEFAULT_LAYOUT, batch_si
 
     archive = keras.export.ExportArchive()
     archive.track(network)
-    archive.add_endpoint("serve", serve,
-                         input_signature=[tf.TensorSpec([batch_size, h, w, 3], tf.float32, name=INPUT_NAME)])
+    for name, batch, on in (("serve", None, dynamic), (TFLITE_SIGNATURE, 1, batch1)):
+        if on:
+            archive.add_endpoint(name, serve,
+                                 input_signature=[tf.TensorSpec([batch, h, w, 3], tf.float32, name=INPUT_NAME)])
     with _captured_stderr():
         archive.write_out(str(path), verbose=False)
     return Path(path)
@@ -349,14 +355,15 @@ def _captured_stderr():
 
 def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.ndarray] = None,
                         int8_input: str = "int8") -> bytes:
-    """Convert a batch-1 SavedModel to a ``.tflite`` flatbuffer of ``fmt``.
+    """Convert the batch-1 signature of a SavedModel from :func:`write_saved_model` to a ``.tflite``
+    flatbuffer of ``fmt``.
 
     ``int8``: full integer, ``TFLITE_BUILTINS_INT8`` only, int8/uint8 input, int8 outputs, calibrated
     on ``representative`` (``[N, H, W, 3]`` raw letterboxed images).
     """
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[TFLITE_SIGNATURE])
     if fmt == "float32":
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     elif fmt == "float16":
@@ -439,6 +446,7 @@ def export_metadata(detector, cfg, fmt: str, layout: str, class_names, ops) -> d
         "num_classes": int(cfg.num_classes),
         "class_names": list(class_names),
         "imgsz": [h, w],
+        "signature": detector.signature_key,
         "input": {
             "name": detector.input_name, "shape": list(detector.input_shape),
             "dtype": np.dtype(detector.input_dtype).name,
@@ -629,7 +637,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             ``cfg.export.int8_input_type``).
         layout: output layout (see the module docstring); ``"logits"`` unless measuring.
         name: file stem (default the config name: ``nano_int8.tflite``).
-        saved_model: also write ``<name>_saved_model/`` (dynamic batch, same outputs).
+        saved_model: keep ``<name>_saved_model/`` (``serving_default``: any batch, same outputs; and the
+            batch-1 signature the ``.tflite`` files come from).
         check: compare every ``.tflite`` with the Keras network on ``check_images`` images of
             ``check_dataset`` (default: the validation split, else calibration images) and print it.
 
@@ -664,32 +673,32 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
                  f"({cfg.imgsz[0]}x{cfg.imgsz[1]} letterbox)")
     class_names = _class_names(cfg, calib_dataset, check_dataset)
 
-    if saved_model:
-        t0 = time.perf_counter()
-        paths["saved_model"] = write_saved_model(network, cfg, out_dir / f"{name}_saved_model", layout)
-        timings["saved_model"] = time.perf_counter() - t0
-        print_fn(f"SavedModel: {paths['saved_model']} ({timings['saved_model']:.1f} s)")
-
     with tempfile.TemporaryDirectory(prefix="rtmdet_export_") as tmp:
         t0 = time.perf_counter()
-        batch1 = write_saved_model(network, cfg, Path(tmp) / "batch1", layout, batch_size=1)
-        trace_s = time.perf_counter() - t0
+        if saved_model:
+            source = paths["saved_model"] = write_saved_model(network, cfg, out_dir / f"{name}_saved_model", layout)
+        else:
+            source = write_saved_model(network, cfg, Path(tmp) / "batch1", layout, dynamic=False)
+        timings["saved_model"] = time.perf_counter() - t0
+        print_fn(f"SavedModel{': ' + str(source) if saved_model else ' (temporary)'}: "
+                 f"{timings['saved_model']:.1f} s")
         for fmt in formats:
             t0 = time.perf_counter()
-            flat = convert_saved_model(batch1, fmt, calib if fmt == "int8" else None, int8_input)
-            timings[fmt] = time.perf_counter() - t0 + trace_s
+            flat = convert_saved_model(source, fmt, calib if fmt == "int8" else None, int8_input)
+            timings[fmt] = time.perf_counter() - t0
             path = out_dir / f"{name}_{fmt}.tflite"
             tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
             tmp_path.write_bytes(flat)
             os.replace(tmp_path, path)
             paths[fmt] = path
-            summary = graph_summary(path)
+            with _captured_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+                summary = graph_summary(path)
+                detector = TFLiteDetector(path)
             ops = op_report(summary)
             table = format_op_table(ops)
             path.with_name(f"{path.stem}_ops.txt").write_text(table)
-            detector = TFLiteDetector(path)
             meta = export_metadata(detector, cfg, fmt, layout, class_names, ops)
-            meta["export_seconds"] = round(timings[fmt], 2)
+            meta["export_seconds"] = {"saved_model": round(timings["saved_model"], 2), "convert": round(timings[fmt], 2)}
             if fmt == "int8":
                 meta["calibration_images"] = int(len(calib))
                 meta["problems"] = int8_graph_problems(summary, int8_input)

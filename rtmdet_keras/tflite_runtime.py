@@ -110,6 +110,7 @@ class TFLiteDetector:
             raise TFLiteModelError(f"{self.path}: the model has no signature, so its outputs cannot be told apart "
                                    f"by name; export it with `rtmdet export`")
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        self.signature_key = key
         self.runner = self.interpreter.get_signature_runner(key)
         inputs = self.runner.get_input_details()
         if len(inputs) != 1:

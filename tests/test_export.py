@@ -242,3 +242,30 @@ def test_real_nano_int8_export_is_mcu_clean(tmp_path):
                               "--accelerator-config", "ethos-u55-128"], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "CPU operators = 0 " in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_export_command(tmp_path, demo_dataset):
+    """``python -m rtmdet_keras.export CONFIG CHECKPOINT --int8``: files beside the checkpoint, named after
+    the config; a config that does not fit the checkpoint stops with a message naming the mismatch."""
+    from click.testing import CliRunner
+
+    from rtmdet_keras.export import export_command
+
+    models = pytest.importorskip("rtmdet_keras.models")
+    cfg = load_config("nano", ["imgsz=64", "num_classes=2"])
+    ckpt = tmp_path / "run" / "best_coco_bbox_mAP.keras"
+    ckpt.parent.mkdir()
+    models.build_model(cfg).save(ckpt)
+    common = ["--cfg-options", f"data_root={demo_dataset}", "num_classes=2", "imgsz=64"]
+    for extra, expected in ((["num_classes=3"], "num_classes=2"), (["imgsz=96"], "--imgsz 64 64"),
+                            (["model.neck_csp_blocks=1"], "does not match the config")):
+        r = CliRunner().invoke(export_command, ["nano", str(ckpt), "--int8", "--calib-images", "4"] + common + extra)
+        assert r.exit_code != 0 and expected in r.output and "Traceback" not in r.output, r.output
+    r = CliRunner().invoke(export_command, ["nano", str(ckpt), "--int8", "--calib-images", "4", "--imgsz", "64", "64",
+                                            "--no-check"] + common)
+    assert r.exit_code == 0, r.output
+    assert (ckpt.parent / "nano_int8.tflite").exists() and (ckpt.parent / "nano_saved_model").is_dir()
+    assert "CONV_2D" in r.output and "input int8 [1, 64, 64, 3]" in r.output
+    meta = json.loads((ckpt.parent / "nano_int8.json").read_text())
+    assert meta["calibration_images"] == 4 and meta["class_names"] == ["circle", "square"]

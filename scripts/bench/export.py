@@ -1,10 +1,12 @@
 """Export benchmarks: export wall time, .tflite sizes, single-image interpreter latency; and the
 accuracy of the int8 output layouts.
 
-``python scripts/benchmark.py export [--cases nano@192,nano@320,s@640] [--runs 100] [--calib 200]``
+``python scripts/benchmark.py export [--cases nano@192,nano@320,s@640] [--runs 100] [--calib 200]
+[--out-dir DIR [--time-only]]``
     Builds each preset at its size (random weights: latency and size do not depend on them), exports
     float32 and int8 (``--calib`` synthetic calibration images, default the config's 200) and times
-    ``Interpreter.invoke`` on one image with 1 and 2 threads (median of ``--runs`` after 10 warm-ups).
+    ``Interpreter.invoke`` on one image with 1 and 2 threads (median and minimum of ``--runs`` after 10
+    warm-ups). ``--time-only`` re-times the files an earlier run kept in ``--out-dir``.
 
 ``python scripts/benchmark.py export --layouts --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras
 --config nano --cfg-options data_root=datasets/demo/ ...``
@@ -67,43 +69,53 @@ def time_invoke(path, threads, runs, seed=0):
     return statistics.median(times), min(times)
 
 
-def bench_cases(cases, runs, calib, out_dir):
+def bench_cases(cases, runs, calib, out_dir, time_only=False):
+    """Export (unless ``time_only``: reuse ``<preset>_<size>_<fmt>.tflite`` in ``out_dir``) and time."""
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.export import export_tflite
-    from rtmdet_keras.models import build_model
 
     rows = []
     for case in cases:
         preset, size = case.split("@")
         size = int(size)
-        cfg = load_config(preset, [f"imgsz={size}"])
-        if calib:
-            cfg.export.calib_images = calib
-        network = build_model(cfg)
-        imgs = _synthetic(cfg.export.calib_images, size)
-        row = {"case": f"{preset} @ {size}", "params": network.count_params(), "calib": len(imgs)}
+        row = {"case": f"{preset} @ {size}"}
+        if not time_only:
+            from rtmdet_keras.export import export_tflite
+            from rtmdet_keras.models import build_model
+
+            cfg = load_config(preset, [f"imgsz={size}"])
+            if calib:
+                cfg.export.calib_images = calib
+            network = build_model(cfg)
+            imgs = _synthetic(cfg.export.calib_images, size)
+            row.update(params=network.count_params(), calib=len(imgs))
         for fmt in ("float32", "int8"):
-            t0 = time.perf_counter()
-            paths = export_tflite(network, cfg, out_dir, formats=(fmt,), calib_dataset=imgs, saved_model=False,
-                                  check=False, name=f"{preset}_{size}", print_fn=lambda *a: None)
-            row[f"{fmt}_export_s"] = time.perf_counter() - t0
-            row[f"{fmt}_kib"] = paths[fmt].stat().st_size / 1024
+            path = Path(out_dir) / f"{preset}_{size}_{fmt}.tflite"
+            if not time_only:
+                t0 = time.perf_counter()
+                export_tflite(network, cfg, out_dir, formats=(fmt,), calib_dataset=imgs, saved_model=False,
+                              check=False, name=f"{preset}_{size}", print_fn=lambda *a: None)
+                row[f"{fmt}_export_s"] = time.perf_counter() - t0
+            row[f"{fmt}_kib"] = path.stat().st_size / 1024
             for threads in (1, 2):
-                row[f"{fmt}_ms_{threads}"] = time_invoke(paths[fmt], threads, runs)
+                row[f"{fmt}_ms_{threads}"] = time_invoke(path, threads, runs)
         rows.append(row)
         print(_case_line(row), flush=True)
     return rows
 
 
 def _case_line(r):
-    return (f"| {r['case']} | {r['params'] / 1e6:.2f} M | {r['float32_export_s']:.1f} | {r['int8_export_s']:.1f} "
-            f"({r['calib']}) | {r['float32_kib']:.0f} | {r['int8_kib']:.0f} | "
-            f"{r['float32_ms_1'][0]:.2f} | {r['float32_ms_2'][0]:.2f} | {r['int8_ms_1'][0]:.2f} | "
-            f"{r['int8_ms_2'][0]:.2f} |")
+    def ms(key):
+        med, low = r[key]
+        return f"{med:.2f} ({low:.2f})"
+
+    export = (f"{r['float32_export_s']:.1f} | {r['int8_export_s']:.1f} ({r['calib']})" if "calib" in r else "- | -")
+    params = f"{r['params'] / 1e6:.2f} M" if "params" in r else "-"
+    return (f"| {r['case']} | {params} | {export} | {r['float32_kib']:.0f} | {r['int8_kib']:.0f} | "
+            f"{ms('float32_ms_1')} | {ms('float32_ms_2')} | {ms('int8_ms_1')} | {ms('int8_ms_2')} |")
 
 
 CASE_HEADER = ("| model @ px | params | export float32 (s) | export int8 (s) (calib images) | float32 KiB | int8 KiB "
-               "| float32 1 thr (ms) | float32 2 thr (ms) | int8 1 thr (ms) | int8 2 thr (ms) |\n"
+               "| float32 1 thread, ms median (min) | float32 2 threads | int8 1 thread | int8 2 threads |\n"
                "|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -144,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=100, help="timed invokes per measurement")
     parser.add_argument("--calib", type=int, default=None, help="calibration images (default: the config's)")
     parser.add_argument("--out-dir", default=None, help="keep the exported files here")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only time the files a previous run left in --out-dir")
     parser.add_argument("--layouts", action="store_true", help="measure the int8 output layouts instead")
     parser.add_argument("--layout-list", default="logits,scores,decoded")
     parser.add_argument("--checkpoint", help="trained .keras / .ckpt.npz for --layouts")
@@ -162,8 +176,10 @@ def main(argv=None):
                 cfg.export.calib_images = args.calib
             bench_layouts(cfg, args.checkpoint, out_dir, args.layout_list.split(","))
             return 0
+        if args.time_only and not args.out_dir:
+            parser.error("--time-only needs the --out-dir of an earlier run")
         print(CASE_HEADER, flush=True)
-        bench_cases(args.cases.split(","), args.runs, args.calib, out_dir)
+        bench_cases(args.cases.split(","), args.runs, args.calib, out_dir, time_only=args.time_only)
     return 0
 
 
