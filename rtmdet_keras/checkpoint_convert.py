@@ -69,7 +69,6 @@ Converted-file format (``.npz``)
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import types
@@ -243,7 +242,8 @@ def _is_array(v) -> bool:
     return isinstance(v, np.ndarray) or (hasattr(v, "shape") and hasattr(v, "dtype"))
 
 
-def extract_state_dict(checkpoint: Mapping, state_dict_key: str = "state_dict") -> Tuple[Dict[str, np.ndarray], dict, List[str]]:
+def extract_state_dict(checkpoint: Mapping,
+                       state_dict_key: str = "state_dict") -> Tuple[Dict[str, np.ndarray], dict, List[str]]:
     """The state dict inside an mmdetection checkpoint, as ``{name: np.ndarray}``.
 
     Args:
@@ -274,7 +274,8 @@ def extract_state_dict(checkpoint: Mapping, state_dict_key: str = "state_dict") 
         raise CheckpointError(f"checkpoint[{state_dict_key!r}] is a {type(state).__name__}, not a dict of tensors")
     not_arrays = [k for k, v in state.items() if not _is_array(v)]
     if not_arrays:
-        raise CheckpointError(f"checkpoint[{state_dict_key!r}] holds entries that are not tensors: {_name_list(not_arrays)}")
+        raise CheckpointError(f"checkpoint[{state_dict_key!r}] holds entries that are not tensors: "
+                              f"{_name_list(not_arrays)}")
     state = {str(k): np.asarray(v) for k, v in state.items()}
     ignored = []
     if state_dict_key == "ema_state_dict" and "steps" in state:
@@ -402,6 +403,36 @@ def _torch_name(keras_key: str) -> str:
     return f"{layer}.{_BN_PARAMS.get(weight, _CONV_PARAMS.get(weight, weight))}"
 
 
+def _extra_level_keys(table: Mapping, layers: Mapping) -> Dict[str, List[str]]:
+    """``{"<level-0 conv>/kernel": [the same conv's keys at levels 1, 2]}`` for the head convs that the
+    model shares across levels while the table has them per level."""
+    extra: Dict[str, List[str]] = {}
+    for key in table:
+        layer_name, _, weight = key.rpartition("/")
+        base = _shared_conv_name(layer_name)
+        if base and base != layer_name and layer_name not in layers and base in layers:
+            extra.setdefault(f"{base}/{weight}", []).append(key)
+    return extra
+
+
+def _problem_message(source, part, missing, leftover, wrong_shape, diverged) -> str:
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights of the model are not in the checkpoint: {_name_list(missing)}")
+    if leftover:
+        problems.append(f"{len(leftover)} tensors of the checkpoint have no place in the model: {_name_list(leftover)}")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} tensors have another shape: {_name_list(wrong_shape)}")
+    if diverged:
+        problems.append("the model shares head convs across levels but the checkpoint's per-level copies differ: "
+                        f"{_name_list(diverged)}; build the model with model.share_conv=false to keep them apart")
+    hint = ("\nWas the checkpoint trained with this config's architecture (preset, widen/deepen factors, "
+            "neck_csp_blocks, channel_attention, share_conv)?")
+    if part is None and missing and not leftover and all(not m.startswith("backbone.") for m in missing):
+        hint += " It holds no neck or head weights: load it with backbone_weights= instead of load_from=."
+    return f"{source} does not fit the model:\n- " + "\n- ".join(problems) + hint
+
+
 def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, origin: Optional[Mapping] = None,
                          source: str = "checkpoint", ignored: Iterable[str] = ()) -> LoadReport:
     """Set the weights of ``model`` (or of its layers named ``part.*``) from ``table``, one to one.
@@ -422,90 +453,69 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
     origin = dict(origin or {})
     name_of = lambda k: origin.get(k, k)  # noqa: E731
     report = LoadReport(source=source, part=part, ignored=list(ignored))
-    shared_checked = 0
     layers = {layer.name: layer for layer in model.layers if layer.weights and _in_part(layer.name, part)}
     if not layers:
         raise CheckpointError(f"the model has no layers with weights{f' named {part}.*' if part else ''}")
+    extra_levels = _extra_level_keys(table, layers)
 
-    # Table keys that belong to a shared conv's other levels (the model has level 0 only).
-    extra_levels: Dict[str, List[str]] = {}
-    for key in table:
-        layer_name, _, weight = key.rpartition("/")
-        base = _shared_conv_name(layer_name)
-        if base and base != layer_name and layer_name not in layers and base in layers:
-            extra_levels.setdefault(f"{base}/{weight}", []).append(key)
-
-    used: Dict[str, None] = {}  # ordered set of table keys consumed
-    missing, wrong_shape, diverged, class_mismatch = [], [], [], []
+    used: Dict[str, None] = {}  # ordered set of the table keys consumed
+    class_keys: Dict[str, None] = {}  # class-conv keys skipped on a class-count mismatch
+    missing, wrong_shape, diverged, class_counts = [], [], [], {}
     new_values = {}
+    shared_checked = 0
     for name, layer in layers.items():
-        values, layer_ok = [], True
+        values = []
         for v in layer.weights:
             key = f"{name}/{_weight_suffix(v)}"
             want = tuple(int(d) for d in v.shape)
-            keys = [key] if key in table else []
-            if not keys and _shared_conv_name(name) and f"{_shared_conv_name(name)}/{_weight_suffix(v)}" in table:
-                keys = [f"{_shared_conv_name(name)}/{_weight_suffix(v)}"]  # un-shared model, shared source
-            if not keys:
+            level0 = f"{_shared_conv_name(name)}/{_weight_suffix(v)}" if _shared_conv_name(name) else None
+            if key not in table and level0 in table:
+                key = level0  # a model with a conv per level, a table with the shared one
+            if key not in table:
                 missing.append(_torch_name(key) if origin else key)
-                layer_ok = False
                 continue
-            value = np.asarray(table[keys[0]])
+            value = np.asarray(table[key])
             for other in extra_levels.get(key, []):
-                keys.append(other)
                 shared_checked += 1
+                used[other] = None
                 if np.asarray(table[other]).shape != value.shape or not np.array_equal(table[other], value):
-                    diverged.append(f"{name_of(other)} differs from {name_of(keys[0])}")
-            if type(layer).__name__ == "DepthwiseConv2D" and value.ndim == 4 and value.shape == (want[0], want[1], want[3], want[2]):
+                    diverged.append(f"{name_of(other)} differs from {name_of(key)}")
+            if (type(layer).__name__ == "DepthwiseConv2D" and value.ndim == 4
+                    and value.shape == (want[0], want[1], want[3], want[2])):
                 value = value.reshape(want)  # [kh, kw, 1, C] from a plain OIHW transpose -> [kh, kw, C, 1]
-            used.update(dict.fromkeys(keys))
-            if value.shape != want:
-                if _CLASS_CONV.match(name) and value.shape[:-1] == want[:-1]:
-                    class_mismatch.append((name, value.shape[-1], want[-1]))
-                else:
-                    wrong_shape.append(f"{name_of(keys[0])} {list(value.shape)} (model {list(want)})")
-                layer_ok = False
-                continue
-            values.append(value.astype(np.asarray(v).dtype, copy=False))
-        if layer_ok:
+            if value.shape == want:
+                used[key] = None
+                values.append(value.astype(np.asarray(v).dtype, copy=False))
+            elif _CLASS_CONV.match(name) and value.shape[:-1] == want[:-1]:
+                class_keys[key] = None
+                class_counts[name] = (value.shape[-1], want[-1])
+            else:
+                used[key] = None
+                wrong_shape.append(f"{name_of(key)} {list(value.shape)} (model {list(want)})")
+        if len(values) == len(layer.weights):
             new_values[name] = values
+    # A class conv is skipped whole, even a part whose shape happened to fit.
+    for name in class_counts:
+        for key in [k for k in used if k.rpartition("/")[0] == name]:
+            del used[key]
+            class_keys[key] = None
+        new_values.pop(name, None)
 
-    # The class convs of a class-count mismatch are a documented skip, not a use.
-    skipped_class = [k for k in used if _CLASS_CONV.match(k.rpartition("/")[0]) and
-                     k.rpartition("/")[0] in {n for n, _, _ in class_mismatch}]
-    for k in skipped_class:
-        del used[k]
-    report.ignored += [name_of(k) for k in skipped_class]
-    leftover = [k for k in table if k not in used and k not in skipped_class]
+    leftover = [k for k in table if k not in used and k not in class_keys]
     if part is not None:
-        outside = [k for k in leftover if not _in_part(k.rpartition("/")[0], part)]
-        report.ignored += [name_of(k) for k in outside]
+        report.ignored += [name_of(k) for k in leftover if not _in_part(k.rpartition("/")[0], part)]
         leftover = [k for k in leftover if _in_part(k.rpartition("/")[0], part)]
+    if missing or leftover or wrong_shape or diverged:
+        raise CheckpointError(_problem_message(source, part, missing, [name_of(k) for k in leftover],
+                                               wrong_shape, diverged))
 
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} weights of the model are not in the checkpoint: {_name_list(missing)}")
-    if leftover:
-        problems.append(f"{len(leftover)} tensors of the checkpoint have no place in the model: "
-                        f"{_name_list(name_of(k) for k in leftover)}")
-    if wrong_shape:
-        problems.append(f"{len(wrong_shape)} tensors have another shape: {_name_list(wrong_shape)}")
-    if diverged:
-        problems.append(f"the model shares head convs across levels but the checkpoint's per-level copies differ: "
-                        f"{_name_list(diverged)}; build the model with model.share_conv=false to keep them apart")
-    if problems:
-        hint = ("\nWas the checkpoint trained with this config's architecture (preset, widen/deepen factors, "
-                "neck_csp_blocks, channel_attention, share_conv)?")
-        if part is None and missing and all(not m.startswith("backbone.") for m in missing) and not leftover:
-            hint += " It holds no neck or head weights: load it with backbone_weights= instead of load_from=."
-        raise CheckpointError(f"{source} does not fit the model:\n- " + "\n- ".join(problems) + hint)
-
-    if class_mismatch:
-        names = sorted({n for n, _, _ in class_mismatch})
-        report.kept_init = names
-        ckpt_n, model_n = class_mismatch[0][1], class_mismatch[0][2]
-        report.notes.append(f"{', '.join(names)}: the checkpoint predicts {ckpt_n} classes, this model {model_n}: "
-                            "these class-prediction convs keep their fresh initialisation; everything else is loaded")
+    report.ignored += [name_of(k) for k in class_keys]
+    if class_counts:
+        report.kept_init = sorted(class_counts)
+        ckpt_n, model_n = next(iter(class_counts.values()))
+        report.notes.append(f"{', '.join(report.kept_init)}: the checkpoint predicts {ckpt_n} classes, this model "
+                            f"{model_n}: these class-prediction convs keep their fresh initialisation; "
+                            "everything else is loaded")
     if shared_checked:
         report.notes.append(f"shared head convs: {shared_checked} per-level copies in the checkpoint checked equal "
                             "to level 0 and loaded once")
@@ -549,7 +559,8 @@ def _eps_note(eps_values: Iterable[float], cfg) -> Optional[str]:
 def _check_path(path) -> Path:
     text = str(path)
     if re.match(r"^[a-z]+://", text):
-        raise CheckpointError(f"{text} is a URL: rtmdet_keras downloads nothing; fetch the file yourself and give its path")
+        raise CheckpointError(f"{text} is a URL: rtmdet_keras downloads nothing; fetch the file yourself and "
+                              "give its path")
     p = Path(text).expanduser()
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file")
@@ -591,7 +602,8 @@ def _prefix_bare_backbone(table: Dict[str, np.ndarray], origin: Dict[str, str]):
     if any(k.startswith("backbone.") for k in table) or not any(k.startswith(("stem.", "stage")) for k in table):
         return table, origin, None
     origin = {f"backbone.{k}": origin.get(k, k) for k in table}
-    return {f"backbone.{k}": v for k, v in table.items()}, origin, "the tensors have no 'backbone.' prefix: read as backbone.*"
+    note = "the tensors have no 'backbone.' prefix: read as backbone.*"
+    return {f"backbone.{k}": v for k, v in table.items()}, origin, note
 
 
 def load_weights(network, source, *, part: Optional[str] = None, cfg=None, state_dict_key: str = "state_dict",
