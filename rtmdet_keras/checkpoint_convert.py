@@ -15,7 +15,8 @@ Sources
     ``module.<name>`` plus the ``steps`` counter); published checkpoints keep ``state_dict`` only. So the
     default already is the EMA. ``state_dict_key="ema_state_dict"`` takes the other one (the
     ``module.`` prefix and ``steps`` are dropped). A bare state dict (every value a tensor, optionally
-    ``module.``-prefixed as DDP saves it) is accepted too.
+    ``module.``-prefixed as DDP saves it) is accepted too, and so is a backbone saved on its own
+    (``stem.0.conv.weight``: read as ``backbone.*`` when loading the backbone only).
 
     ``.npz``: a converted file (the format below). ``.keras``: a model saved by this project (its
     weights are read by layer name, so another class count or a backbone-only load works as for the
