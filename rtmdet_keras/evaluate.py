@@ -415,9 +415,11 @@ def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, 
             raise click.BadParameter("must be at least 1", param_hint="--threads")
         _set_tf_threads(threads)
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint, tflite=tflite)
+    from rtmdet_keras.data.records import DatasetError
+
     try:
         result = evaluate(cfg, model_path, batch_size=batch_size, threads=threads, print_fn=click.echo)
-    except ModelLoadError as e:
+    except (ModelLoadError, DatasetError) as e:
         raise click.ClickException(str(e)) from None
     if json_out:
         Path(json_out).write_text(json.dumps({"model": str(model_path), "metrics": result.metrics,

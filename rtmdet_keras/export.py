@@ -5,9 +5,10 @@
 No ONNX hop: the functional network is wrapped in Keras ``ExportArchive`` endpoints (any batch for
 the SavedModel's ``serving_default``; a static ``[1, H, W, 3]`` float32 input for TFLite), written as
 one SavedModel and converted with ``tf.lite.TFLiteConverter.from_saved_model``
-(``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights and activations, ``TFLITE_BUILTINS_INT8`` only (no float
-fallback), int8 (or uint8) input, int8 outputs, calibrated on ``cfg.export.calib_images`` training
-images passed through the *evaluation* transform (keep-ratio letterbox, pad 114 bottom/right).
+(``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights
+and activations, ``TFLITE_BUILTINS_INT8`` only (no float fallback), int8 (or uint8) input, int8
+outputs, calibrated on ``cfg.export.calib_images`` training images passed through the *evaluation*
+transform (keep-ratio letterbox, pad 114 bottom/right).
 
 Input contract (every format)
     ``images [1, H, W, 3]``: the raw letterboxed RGB image, 0-255 (H, W = ``cfg.imgsz``). Channel
@@ -33,7 +34,9 @@ Output layout (``layout="logits"``, the default; chosen by measurement, see docs
     pixel boxes spans the whole image (2.5 px per step at 640 px, for small and large boxes alike). An
     in-graph sigmoid (``layout="scores"``) cannot add precision: LOGISTIC reads the same int8 logits
     and then rounds the score to 1/256, which also zeroes every score below 1/512 (the evaluation keeps
-    scores down to 0.001). ``scripts/benchmark.py export --layouts`` measures all three.
+    scores down to 0.001). ``scripts/benchmark.py export --layouts`` measures all three; on a trained
+    nano (Keras bbox mAP 0.849) int8 gave 0.850 with this layout, 0.848 with ``scores`` (twice the mean
+    score error) and 0.742 with ``decoded`` (mean box error at confident priors 1.02 px instead of 0.12).
 
     ``layout="scores"``: ``scores_pX = sigmoid(logits)`` in [0, 1] and ``reg_pX`` as above.
     ``layout="decoded"``: ``scores [1, P, C]`` (sigmoid) and ``boxes [1, P, 4]`` xyxy pixels, priors in

@@ -186,3 +186,6 @@ def test_evaluate_command(nano_forms, demo_dataset):
     bad = ["nano", str(paths["int8"]), "--cfg-options", f"data_root={demo_dataset}", "num_classes=2", "imgsz=96"]
     r = CliRunner().invoke(evaluate_command, bad)
     assert r.exit_code != 0 and "imgsz='(64,64)'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(evaluate_command, ["nano", str(paths["int8"]), "--cfg-options", "data_root=/no/such/data",
+                                              "num_classes=2", "imgsz=64"])
+    assert r.exit_code != 0 and "/no/such/data" in r.output and "Traceback" not in r.output, r.output
