@@ -155,7 +155,8 @@ def compare_with_fresh_model(network, cfg, source) -> None:
     want = {v.path: tuple(v.shape) for v in fresh.weights}
     if got == want:
         return
-    diffs = [f"{k} is {got[k]} in the checkpoint, {want[k]} for the config" for k in want if k in got and got[k] != want[k]]
+    diffs = [f"{k} is {got[k]} in the checkpoint, {want[k]} for the config"
+             for k in want if k in got and got[k] != want[k]]
     diffs += [f"{k} is missing from the checkpoint" for k in want if k not in got]
     diffs += [f"{k} is in the checkpoint but not in the config's network" for k in got if k not in want]
     m = cfg.model
@@ -213,7 +214,8 @@ def _network_from_training_state(cfg, path):
     detector = RTMDetDetector(network, cfg)
     weights = list(detector.weights)
     saved_paths = state["meta"].get("model_weight_paths") or []
-    if len(state["model"]) != len(weights) or any(tuple(v.shape) != tuple(w.shape) for v, w in zip(weights, state["model"])):
+    shapes_differ = any(tuple(v.shape) != tuple(w.shape) for v, w in zip(weights, state["model"]))
+    if len(state["model"]) != len(weights) or shapes_differ:
         diffs = [f"{v.path} is {tuple(w.shape)} in the checkpoint, {tuple(v.shape)} for the config"
                  for v, w in zip(weights, state["model"]) if tuple(v.shape) != tuple(w.shape)]
         raise ModelLoadError(
@@ -292,7 +294,8 @@ class SavedModelRunner:
         from rtmdet_keras.export import layout_to_network_outputs
 
         images = np.asarray(images)
-        chunks = [images] if self.batch is None else [images[i:i + self.batch] for i in range(0, len(images), self.batch)]
+        step = self.batch or max(len(images), 1)
+        chunks = [images[i:i + step] for i in range(0, len(images), step)]
         outs = [self.fn(**{self.input_name: tf.cast(c, self.dtype)}) for c in chunks]
         raw = {k: np.concatenate([np.asarray(o[k]) for o in outs], 0) for k in outs[0]}
         m = self.cfg.model

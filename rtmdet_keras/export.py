@@ -649,7 +649,9 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
         ``<stem>.json`` (metadata, op report, self-check) and ``<stem>_ops.txt``.
     """
-    from rtmdet_keras.tflite_runtime import TFLiteDetector, format_op_table, graph_summary, int8_graph_problems, op_report
+    from rtmdet_keras.tflite_runtime import (
+        TFLiteDetector, format_op_table, graph_summary, int8_graph_problems, op_report,
+    )
 
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
@@ -701,7 +703,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             table = format_op_table(ops)
             path.with_name(f"{path.stem}_ops.txt").write_text(table)
             meta = export_metadata(detector, cfg, fmt, layout, class_names, ops)
-            meta["export_seconds"] = {"saved_model": round(timings["saved_model"], 2), "convert": round(timings[fmt], 2)}
+            meta["export_seconds"] = {"saved_model": round(timings["saved_model"], 2),
+                                      "convert": round(timings[fmt], 2)}
             if fmt == "int8":
                 meta["calibration_images"] = int(len(calib))
                 meta["problems"] = int8_graph_problems(summary, int8_input)

@@ -99,8 +99,8 @@ def predict(cfg, model_path, images: Sequence, out_dir, score_thr: float = 0.3, 
             Image.fromarray(draw_detections(image, orig, kept_labels, names, kept_scores)).save(out, quality=92)
             entry["output"] = str(out)
         results.append(entry)
-        print_fn(f"{path}: {len(entry['detections'])} detections"
-                 + (f" ({', '.join(sorted({d['class'] for d in entry['detections']}))})" if entry["detections"] else ""))
+        classes = sorted({d["class"] for d in entry["detections"]})
+        print_fn(f"{path}: {len(entry['detections'])} detections" + (f" ({', '.join(classes)})" if classes else ""))
     (out_dir / "detections.json").write_text(json.dumps(results, indent=2) + "\n")
     print_fn(f"{len(results)} images -> {out_dir} (detections.json"
              + (", drawn images" if draw else "") + ")" + (f"; {skipped} unreadable skipped" if skipped else ""))
