@@ -16,6 +16,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_model": ("rtmdet_keras.models", "build_model"),
+    "train": ("rtmdet_keras.train", "train"),
+    "export_tflite": ("rtmdet_keras.export", "export_tflite"),
+    "evaluate": ("rtmdet_keras.evaluate", "evaluate"),
+    "RTMDetDetector": ("rtmdet_keras.training.detector", "RTMDetDetector"),
 }
 
 
@@ -28,4 +32,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'rtmdet_keras' has no attribute {name!r}")
 
 
-__all__ = ["Config", "ConfigError", "load_config", "build_model", "__version__"]
+__all__ = ["Config", "ConfigError", "load_config", "build_model", "train", "export_tflite", "evaluate",
+           "RTMDetDetector", "__version__"]

@@ -41,3 +41,12 @@ def test_group_help_lists_commands_without_importing_tensorflow():
     assert out.returncode == 0, out.stderr
     for name in ("train", "export", "evaluate", "check-data", "qat"):
         assert name in out.stdout
+
+
+def test_public_surface_imports_lazily():
+    code = ("import sys, rtmdet_keras as r; assert 'tensorflow' not in sys.modules; "
+            "names = [r.build_model, r.train, r.export_tflite, r.evaluate, r.RTMDetDetector]; "
+            "print(all(callable(n) for n in names))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("True")
