@@ -656,7 +656,7 @@ def _evaluate_network(network, cfg, dataset):
 
 
 def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = True, export: bool = True,
-        verbose: int = 1, print_fn=print) -> dict:
+        export_weights: str = "best", verbose: int = 1, print_fn=print) -> dict:
     """Quantization-aware fine-tuning of the trained network ``checkpoint``, int8 export and the
     comparison table (see the module docstring for the steps and files).
 
@@ -667,6 +667,8 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
         resume: continue from the newest ``epoch_N.ckpt.npz`` in ``work_dir``.
         baselines: also evaluate the float model and a post-training-quantised int8 export of it.
         export: export and evaluate the int8 QAT model (off: fine-tune only).
+        export_weights: ``"best"`` (the epoch with the best fake-quant validation mAP, as training's
+            ``best_coco_bbox_mAP.keras``) or ``"last"`` (the final epoch, all freezes applied).
     Returns:
         ``{"work_dir", "epochs", "steps", "best_epoch", "metrics": {row: COCO metrics}, "table",
         "paths": {...}, "seconds"}`` (also written to ``qat_summary.json``).
@@ -683,6 +685,8 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
 
     start = time.time()
     q = cfg.qat
+    if export_weights not in ("best", "last"):
+        raise QATError(f"export_weights must be 'best' or 'last', got {export_weights!r}")
     if q.epochs < 1:
         raise QATError(f"qat.epochs must be at least 1, got {q.epochs}")
     if not (0.0 <= q.freeze_observer_ratio <= 1.0 and 0.0 <= q.freeze_bn_ratio <= 1.0):
@@ -772,9 +776,13 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
                      callbacks=callbacks, verbose=verbose)
 
     best = work_dir / BEST_WEIGHTS
-    if best.exists():
+    if export_weights == "best" and best.exists():
         network.load_weights(str(best))
+        chosen = f"best (epoch {keep_best.best_epoch})"
         print_fn(f"\nbest fake-quant weights: epoch {keep_best.best_epoch} ({best})")
+    else:
+        chosen = f"last (epoch {q.epochs})"
+        print_fn(f"\nweights of the last epoch ({q.epochs})")
     refresh_weight_ranges(network)
     metrics["QAT fake-quant Keras"] = _evaluate_network(network, cfg, val_set).metrics
 
@@ -793,7 +801,7 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
     print_fn(f"\nvalidation split {val_set.source} ({len(val_set)} images) at {cfg.imgsz[0]}x{cfg.imgsz[1]}:")
     print_fn(table.rstrip())
     summary = {"work_dir": str(work_dir), "checkpoint": str(checkpoint), "epochs": q.epochs, "steps": total,
-               "best_epoch": keep_best.best_epoch, "metrics": metrics, "table": table, "paths": paths,
+               "best_epoch": keep_best.best_epoch, "weights": chosen, "metrics": metrics, "table": table, "paths": paths,
                "seconds": round(time.time() - start, 1)}
     (work_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -826,8 +834,10 @@ def _qat_epochs_from_options(cfg, cfg_options) -> None:
 @click.option("--work-dir", default=None, help="Output folder (default work_dirs/<config name>/qat).")
 @click.option("--resume", is_flag=True, help="Continue from the newest QAT checkpoint in the work dir.")
 @click.option("--no-baselines", is_flag=True, help="Skip evaluating the float model and its PTQ int8 export.")
+@click.option("--export-weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Export the epoch with the best fake-quant validation mAP, or the last epoch.")
 @click.option("--verbose", type=int, default=1, help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
-def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_baselines, verbose):
+def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_baselines, export_weights, verbose):
     """Quantization-aware fine-tuning of a trained model, then full-int8 export and a float / PTQ / QAT table.
 
     \b
@@ -849,8 +859,8 @@ def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_base
     from rtmdet_keras.training.callbacks import TrainingDiverged
 
     try:
-        qat(cfg, model_path, work_dir=work_dir, resume=resume, baselines=not no_baselines, verbose=verbose,
-            print_fn=click.echo)
+        qat(cfg, model_path, work_dir=work_dir, resume=resume, baselines=not no_baselines,
+            export_weights=export_weights, verbose=verbose, print_fn=click.echo)
     except (QATError, DatasetError, ImageReadError, ExportError, TrainingDiverged) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
