@@ -342,27 +342,17 @@ def make_runner_predictor(runner: Callable, cfg, batch_size: int = 16):
     :func:`~rtmdet_keras.training.detector.make_dataset_predictor` does for a Keras network."""
     import tensorflow as tf
 
-    from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
-    from rtmdet_keras.evaluation import Detections
-    from rtmdet_keras.postprocess import decode_and_nms
+    from rtmdet_keras.postprocess import decode_and_nms, detections_for_dataset
 
     @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code: nothing to convert
     def nms(outputs):
         return decode_and_nms(outputs, cfg)
 
-    def predict(dataset) -> Detections:
-        detections = Detections()
-        for images, meta in build_eval_pipeline(dataset, cfg, batch_size):
-            outputs = runner(np.asarray(images))
-            boxes, scores, labels, valid = (np.asarray(t) for t in nms({k: tf.constant(v) for k, v in outputs.items()}))
-            for i in range(len(valid)):
-                n = int(valid[i])
-                orig = boxes_to_original(boxes[i, :n], float(meta["scale"][i]),
-                                         (int(meta["height"][i]), int(meta["width"][i])))
-                detections.add(int(meta["image_id"][i]), orig, scores[i, :n], labels[i, :n])
-        return detections
+    def step(images):
+        outputs = runner(np.asarray(images))
+        return nms({k: tf.constant(v) for k, v in outputs.items()})
 
-    return predict
+    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size)
 
 
 def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = None, dataset=None,

@@ -46,3 +46,22 @@ def decode_and_nms(outputs: dict, cfg):
     scores, boxes = decode_outputs(outputs, cfg)
     return multiclass_nms(scores, boxes, cfg.test)
 
+
+def detections_for_dataset(step, dataset, cfg, batch_size: int = 16):
+    """Run ``step(images uint8 [B, H, W, 3]) -> (boxes, scores, labels, num_valid)`` (NMS'd, input
+    pixels) over the evaluation transform of ``dataset`` and return
+    :class:`~rtmdet_keras.evaluation.Detections` in original-image pixels."""
+    import numpy as np
+
+    from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
+    from rtmdet_keras.evaluation import Detections
+
+    detections = Detections()
+    for images, meta in build_eval_pipeline(dataset, cfg, batch_size):
+        boxes, scores, labels, valid = (np.asarray(t) for t in step(images))
+        for i in range(len(valid)):
+            n = int(valid[i])
+            orig = boxes_to_original(boxes[i, :n], float(meta["scale"][i]),
+                                     (int(meta["height"][i]), int(meta["width"][i])))
+            detections.add(int(meta["image_id"][i]), orig, scores[i, :n], labels[i, :n])
+    return detections

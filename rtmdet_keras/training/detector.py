@@ -8,12 +8,10 @@ to ``loss`` in the progress bar.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
-from rtmdet_keras.evaluation import Detections
-from rtmdet_keras.postprocess import decode_and_nms
+from rtmdet_keras.postprocess import decode_and_nms, detections_for_dataset
 from rtmdet_keras.training.assigner import DynamicSoftLabelAssigner
 from rtmdet_keras.training.losses import rtmdet_loss
 
@@ -89,22 +87,10 @@ def build_optimizer(cfg, learning_rate, network) -> keras.optimizers.Optimizer:
 def make_dataset_predictor(network, cfg, batch_size: int = 16):
     """Returns ``predict(dataset) -> Detections`` (original-image pixels) using the evaluation
     transform, the network and :func:`decode_and_nms`."""
-    from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
 
     @tf.function(reduce_retracing=True)
     def step(images):
         outputs = network(tf.cast(images, tf.float32), training=False)
         return decode_and_nms(outputs, cfg)
 
-    def predict(dataset) -> Detections:
-        detections = Detections()
-        for images, meta in build_eval_pipeline(dataset, cfg, batch_size):
-            boxes, scores, labels, valid = (np.asarray(t) for t in step(images))
-            for i in range(len(valid)):
-                n = int(valid[i])
-                orig = boxes_to_original(boxes[i, :n], float(meta["scale"][i]),
-                                         (int(meta["height"][i]), int(meta["width"][i])))
-                detections.add(int(meta["image_id"][i]), orig, scores[i, :n], labels[i, :n])
-        return detections
-
-    return predict
+    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size)
