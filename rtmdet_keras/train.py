@@ -44,7 +44,6 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     ``callbacks`` are extra Keras callbacks added to both ``fit`` calls.
     """
     import keras
-    import tensorflow as tf
 
     from rtmdet_keras.data import load_split
     from rtmdet_keras.data.check import format_report
