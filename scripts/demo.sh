@@ -40,4 +40,5 @@ rows = {name: json.loads((work / f"eval_{key}.json").read_text())["metrics"]
         for name, key in (("float Keras (EMA)", "float"), ("int8 TFLite (PTQ)", "int8"))}
 print(format_comparison_table(rows))
 PY
-echo "Next: quantization-aware training, see README (python -m rtmdet_keras.qat ...)."
+echo "Next, quantization-aware training (about as long again; float / PTQ / QAT table at the end):"
+echo "  $py -m rtmdet_keras.qat configs/nano.yaml $work/best_coco_bbox_mAP.keras --cfg-options ${opts[*]} max_epochs=5"
