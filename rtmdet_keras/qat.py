@@ -1,6 +1,7 @@
 """Quantization-aware training (QAT) with tfmot, then full-int8 TFLite export and a float/PTQ/QAT comparison.
 
-``python -m rtmdet_keras.qat configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras --cfg-options data_root=... imgsz='(192,192)' max_epochs=5``
+``python -m rtmdet_keras.qat configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras``
+``--cfg-options data_root=... imgsz='(192,192)' max_epochs=5``
 
 Steps (each a function of this module, :func:`qat` runs them all):
 
@@ -54,7 +55,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import click
 import numpy as np
@@ -146,7 +147,7 @@ def quantize_network(twin):
     try:
         with qk.quantize_scope(qc.quantize_scope_objects()):
             model = qk.quantize_apply(annotated, scheme=qc.RTMDetQuantizeScheme())
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:  # tfmot's "Layer X is not supported" and pattern errors
         raise QATError(f"tfmot cannot quantise the {twin.name} twin: {e}. Give the layer a QuantizeConfig in "
                        f"rtmdet_keras/qat_configs.py (custom_quantize_config).") from None
 
@@ -354,7 +355,8 @@ def format_quantization_plan(rows) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         flag = "" if r["ok"] else "   <-- PROBLEM"
-        lines.append(f"{r['layer']:<{w_layer}}  {r['type']:<{w_type}}  {r['weights']:<{w_weights}}  {r['output']}{flag}")
+        lines.append(f"{r['layer']:<{w_layer}}  {r['type']:<{w_type}}  {r['weights']:<{w_weights}}  "
+                     f"{r['output']}{flag}")
     counts: Dict[str, int] = {}
     for r in rows:
         key = r["output"].split(":")[0] if r["ok"] else "PROBLEM"
@@ -670,8 +672,9 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
         export_weights: ``"best"`` (the epoch with the best fake-quant validation mAP, as training's
             ``best_coco_bbox_mAP.keras``) or ``"last"`` (the final epoch, all freezes applied).
     Returns:
-        ``{"work_dir", "epochs", "steps", "best_epoch", "metrics": {row: COCO metrics}, "table",
-        "paths": {...}, "seconds"}`` (also written to ``qat_summary.json``).
+        ``{"work_dir", "checkpoint", "epochs", "steps", "best_epoch", "weights" (which were exported),
+        "metrics": {row: COCO metrics}, "table", "paths": {...}, "seconds"}`` (also written to
+        ``qat_summary.json``).
     """
     import keras
 
@@ -801,8 +804,8 @@ def qat(cfg, checkpoint, work_dir=None, resume: bool = False, baselines: bool = 
     print_fn(f"\nvalidation split {val_set.source} ({len(val_set)} images) at {cfg.imgsz[0]}x{cfg.imgsz[1]}:")
     print_fn(table.rstrip())
     summary = {"work_dir": str(work_dir), "checkpoint": str(checkpoint), "epochs": q.epochs, "steps": total,
-               "best_epoch": keep_best.best_epoch, "weights": chosen, "metrics": metrics, "table": table, "paths": paths,
-               "seconds": round(time.time() - start, 1)}
+               "best_epoch": keep_best.best_epoch, "weights": chosen, "metrics": metrics, "table": table,
+               "paths": paths, "seconds": round(time.time() - start, 1)}
     (work_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -830,7 +833,8 @@ def _qat_epochs_from_options(cfg, cfg_options) -> None:
 @click.command("qat", cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1, metavar="[CONFIG] CHECKPOINT")
 @config_options()
-@click.option("--checkpoint", default=None, help="The trained float model: best_coco_bbox_mAP.keras or epoch_N.ckpt.npz.")
+@click.option("--checkpoint", default=None,
+              help="The trained float model: best_coco_bbox_mAP.keras or epoch_N.ckpt.npz.")
 @click.option("--work-dir", default=None, help="Output folder (default work_dirs/<config name>/qat).")
 @click.option("--resume", is_flag=True, help="Continue from the newest QAT checkpoint in the work dir.")
 @click.option("--no-baselines", is_flag=True, help="Skip evaluating the float model and its PTQ int8 export.")
