@@ -15,27 +15,21 @@ What tfmot 0.8.1's default 8-bit scheme does with the twin, and what this module
   ``Concatenate``, ``Add``, ``GlobalAveragePooling2D``, ``ReLU``, ``Activation("silu")`` (tf_keras
   resolves it to ``swish``) quantise their output; ``ZeroPadding2D`` and ``MaxPooling2D`` keep the
   int8 values of their input; the graph input gets a ``QuantizeLayer``.
-* added here (:func:`custom_quantize_config`):
+* added here (:func:`custom_quantize_config` and :class:`RTMDetQuantizeRegistry`):
 
-  ========================  ==========================  ==============================================
-  layer                     config                      why
-  ========================  ==========================  ==============================================
-  ``InputNormalization``    :class:`OutputQuantizeConfig`  MUL (+ ADD) of the raw image: the stem conv
-                                                        needs its int8 output
-  ``HardSigmoid``           :class:`OutputQuantizeConfig`  channel attention's ``relu6(x + 3) / 6``
-  ``Multiply``              :class:`OutputQuantizeConfig`  channel attention's scaling of the features
-  ``NearestUpsample``       :class:`PassThroughQuantizeConfig`  copies values: its output stays on the
-                                                        input's int8 grid (TFLite's int8
-                                                        RESIZE_NEAREST_NEIGHBOR keeps the scale)
-  ``DepthwiseConv2D``       :class:`DepthwiseConvQuantizeConfig`  per-channel kernel ranges: tfmot's
-                                                        default builds the per-axis range over the
-                                                        depth multiplier (size 1, i.e. per tensor,
-                                                        tfmot issue #808) while the converter
-                                                        quantises depthwise kernels per channel
-  ========================  ==========================  ==============================================
+  - ``InputNormalization`` -> :class:`OutputQuantizeConfig`: MUL (+ ADD) of the raw image; the stem
+    conv needs its int8 output.
+  - ``HardSigmoid`` -> :class:`OutputQuantizeConfig`: channel attention's ``relu6(x + 3) / 6``.
+  - ``Multiply`` -> :class:`OutputQuantizeConfig`: channel attention's scaling of the features.
+  - ``NearestUpsample`` -> :class:`PassThroughQuantizeConfig`: it copies values, so its output stays
+    on its (quantised) input's grid; TFLite's int8 RESIZE_NEAREST_NEIGHBOR keeps the input's scale.
+  - ``DepthwiseConv2D`` -> :class:`DepthwiseConvQuantizeConfig`: one kernel range per channel.
+    tfmot's default builds the per-axis range over the depth multiplier (size 1: one range for all
+    channels, tfmot issue #808), while the converter quantises depthwise kernels per channel: with a
+    per-tensor fake quant the converter would re-round the kernel onto a grid training never saw.
 
-  Ops inside one custom layer (MUL then ADD of ``InputNormalization`` when the mean is not 0, ADD and
-  RELU6 before the MUL of ``HardSigmoid``) have no fake quant of their own: the converter calibrates
+  Ops inside one custom layer (MUL then ADD of ``InputNormalization`` when the mean is not 0, the ADD
+  (RELU6 fused) before the MUL of ``HardSigmoid``) have no fake quant of their own: the converter calibrates
   those intermediate tensors on the export's representative images.
 * range controls (:class:`RangeControl`): every activation-range quantizer
   (``MovingAverageQuantizer``) is wrapped in a :class:`ControlledRangeQuantizer` that reads a shared
