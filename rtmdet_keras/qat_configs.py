@@ -98,24 +98,12 @@ class OutputQuantizeConfig(QuantizeConfig):
         return {"quantize_output": self.quantize_output}
 
 
-class PassThroughQuantizeConfig(QuantizeConfig):
+class PassThroughQuantizeConfig(OutputQuantizeConfig):
     """No quantizer: for value-preserving layers (nearest upsampling) whose output is the int8
     values of their (quantised) input; a second fake quant would only add a requantisation."""
 
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
+    def __init__(self):
+        super().__init__(quantize_output=False)
 
     def get_config(self):
         return {}
