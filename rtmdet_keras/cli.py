@@ -99,8 +99,12 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as e:
             if e.name != module:
                 raise
+
+            def unavailable():
+                raise click.ClickException(f"'{name}' is not available in this version")
+
             return click.Command(name, help=f"(not available in this version) {COMMANDS[name][2]}",
-                                 callback=lambda: (_ for _ in ()).throw(click.ClickException(f"'{name}' is not available in this version")))
+                                 callback=unavailable)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
