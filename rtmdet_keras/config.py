@@ -100,6 +100,10 @@ class AugmentConfig:
     mixup: bool = False
     mixup_prob: float = 0.5
     min_box_size: float = 1.0  # boxes narrower or shorter than this (pixels) after cropping are dropped
+    # mmdetection's RandomCrop(allow_negative_crop=False): a crop that keeps none of its image's boxes is
+    # drawn again (up to negative_crop_retries times, then kept) instead of training on an empty sample.
+    allow_negative_crop: bool = False
+    negative_crop_retries: int = 10
 
 
 @dataclass
@@ -145,6 +149,7 @@ class Config:
     train_img_prefix: str = "train/"
     val_img_prefix: str = "valid/"
     num_classes: int = 2
+    filter_empty_gt: bool = True  # leave training images without boxes out (mmdetection's filter_cfg)
     class_names: Optional[List[str]] = None  # filled from the data set; checked against num_classes
     imgsz: List[int] = field(default_factory=lambda: [192, 192])  # height, width in pixels
     # --- training ---

@@ -79,6 +79,9 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     stage1 = build_train_pipeline(train_set, cfg, stage=1, seed=cfg.seed)
     stage2 = build_train_pipeline(train_set, cfg, stage=2, seed=cfg.seed + 1)
     steps = stage1.steps_per_epoch
+    if stage1.empty_images_left_out:
+        print_fn(f"{stage1.empty_images_left_out} of {len(train_set)} training images have no boxes and are left out "
+                 "(filter_empty_gt=false keeps them as negatives)")
 
     with strategy.scope():
         network = build_model(cfg)

@@ -44,8 +44,10 @@ class TrainPipeline:
     """A training pipeline and the numbers ``fit`` needs.
 
     ``dataset`` repeats forever, reshuffled every pass over the images; one epoch is
-    ``steps_per_epoch`` batches (``max(1, len(images) // batch_size)``; each image is seen once per
-    pass, a pass may straddle two epochs). Pass both to ``fit(dataset, steps_per_epoch=...)``.
+    ``steps_per_epoch`` full batches, ``ceil(len(images) / batch_size)``: as mmdetection, which keeps
+    the last partial batch, no image of a pass is left out of an epoch's count; the extra samples of the
+    last batch start the next pass (a pass may straddle two epochs). Pass both to
+    ``fit(dataset, steps_per_epoch=...)``.
     """
 
     dataset: tf.data.Dataset
@@ -53,9 +55,10 @@ class TrainPipeline:
     max_boxes: int
     stage: int
     batch_size: int
-    num_images: int
+    num_images: int  # images the stream draws from
     cached: bool  # images decoded once and held in memory (else decoded from files at every use)
     cache_bytes: int  # memory the decoded images take (0 when decoded from files)
+    empty_images_left_out: int  # images without boxes left out (``filter_empty_gt``)
     _counters: Tuple[tf.Variable, tf.Variable]
 
     @property
@@ -96,9 +99,11 @@ class _Sampler:
     """Makes one augmented sample from ``(k, index)``: ``k`` is the sample's position in the stream
     (it seeds the sample's random numbers), ``index`` the image."""
 
-    def __init__(self, records, source: ImageSource, cfg, stage: int, seed: int, per_sample_boxes: int):
+    def __init__(self, records, source: ImageSource, cfg, stage: int, seed: int, per_sample_boxes: int,
+                 pool: Sequence[int]):
         self.source = source
-        self.n = len(records)
+        self.pool = tf.constant(np.asarray(pool, np.int64))  # Mosaic partners come from the same images
+        self.n = len(pool)
         self.out_hw = (int(cfg.imgsz[0]), int(cfg.imgsz[1]))
         self.seed = int(seed)
         a = cfg.augment
@@ -109,6 +114,7 @@ class _Sampler:
         self.pad_val = int(a.pad_val)
         self.min_size = float(a.min_box_size)
         self.max_boxes = int(per_sample_boxes)
+        self.crop_tries = 1 if a.allow_negative_crop else max(1, int(a.negative_crop_retries) + 1)
         counts = np.array([len(r.labels) for r in records], np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         boxes = np.concatenate([np.zeros((0, 4), np.float32)]
@@ -146,7 +152,7 @@ class _Sampler:
 
     def _mosaic(self, index, u):
         h, w = self.out_hw
-        partners = tf.minimum(tf.cast(u[1:4] * self.n, tf.int64), self.n - 1)
+        partners = tf.gather(self.pool, tf.minimum(tf.cast(u[1:4] * self.n, tf.int64), self.n - 1))
         indices = [index] + [partners[i] for i in range(3)]
         wh = tf.gather(self.rec_wh, tf.stack(indices))
         fit_h, fit_w = T.keep_ratio_size(wh[:, 1], wh[:, 0], h, w, rounding="floor")
@@ -169,8 +175,10 @@ class _Sampler:
         p, crop = self._crop_flip(p, (new_h, new_w), u)
         return self._draw([index], p) + crop
 
-    def __call__(self, k, index):
-        u = tf.random.stateless_uniform([_U], seed=tf.stack([tf.constant(self.seed, tf.int64), 2 * k]))
+    def _sample(self, k, index, attempt):
+        # Attempt 0 uses the stream position's own numbers; a retry draws new ones from (k, attempt).
+        u = tf.random.stateless_uniform([_U], seed=tf.stack([tf.constant(self.seed, tf.int64),
+                                                             2 * k + attempt * (1 << 40)]))
         if self.mosaic:
             if self.mosaic_prob >= 1.0:
                 image, boxes, labels, valid, crop_h, crop_w = self._mosaic(index, u)
@@ -186,6 +194,25 @@ class _Sampler:
         image = T.to_uint8(T.pad_to(region, (crop_hi, crop_wi), self.out_hw, self.pad_val))
         boxes, labels, dropped = T.pack_boxes(boxes, labels, valid, self.max_boxes)
         return image, boxes, labels, dropped
+
+    def __call__(self, k, index):
+        """One sample. Unless ``allow_negative_crop``, a sample whose image had boxes but whose crop kept
+        none is drawn again with new random numbers (mmdetection's RandomCrop returns nothing then and the
+        loader takes another image), up to ``negative_crop_retries`` times; the last draw is kept."""
+        sample = self._sample(k, index, tf.constant(0, tf.int64))
+        if self.crop_tries == 1:
+            return sample
+        had_boxes = self.counts[index] > 0
+
+        def retry(attempt, *sample):
+            return (attempt + 1, *self._sample(k, index, attempt + 1))
+
+        def empty(attempt, image, boxes, labels, dropped):
+            return tf.logical_and(attempt < self.crop_tries - 1,
+                                  tf.logical_and(had_boxes, tf.reduce_all(labels < 0)))
+
+        out = tf.while_loop(empty, retry, (tf.constant(0, tf.int64), *sample), maximum_iterations=self.crop_tries)
+        return out[1:]
 
 
 def _index_stream(n: int, seed: int, shuffle: bool) -> tf.data.Dataset:
@@ -220,8 +247,9 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     """The training pipeline of ``stage`` 1 (Mosaic, MixUp when configured) or 2 (neither).
 
     Args:
-        dataset: a :class:`~rtmdet_keras.data.records.DetectionDataset` (any number of images >= 1;
-            images without boxes are kept as negatives).
+        dataset: a :class:`~rtmdet_keras.data.records.DetectionDataset` (at least one image). Images
+            without boxes are left out when ``cfg.filter_empty_gt`` (mmdetection's ``filter_empty_gt``,
+            the default) and kept as negatives otherwise.
         cfg: the run's config (``imgsz``, ``batch_size``, ``augment``, ``seed``).
         seed: seeds shuffling and every random draw (default ``cfg.seed``): the same seed gives the
             same batches.
@@ -239,6 +267,12 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     if not records:
         raise ValueError(f"the {getattr(dataset, 'split', 'training')} split from "
                          f"{getattr(dataset, 'source', '?')} has no images: nothing to train on")
+    # The images the stream draws from (indices into ``records``, which the image source follows).
+    pool = [i for i, r in enumerate(records) if len(r.labels) or not cfg.filter_empty_gt]
+    if not pool:
+        raise ValueError(f"none of the {len(records)} images of the {getattr(dataset, 'split', 'training')} "
+                         f"split from {getattr(dataset, 'source', '?')} has a box: nothing to learn from (set "
+                         "filter_empty_gt=false to train on them as negatives anyway)")
     seed = int(cfg.seed if seed is None else seed)
     batch = int(cfg.batch_size)
     mosaic, mixup, _, _ = _stage_settings(cfg, stage)
@@ -250,7 +284,7 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     if image_source is None:
         image_source = image_source_for(dataset, cache_image_size(cfg), use_cache=bool(cfg.augment.cache_images),
                                         budget_bytes=cache_budget_bytes)
-    sampler = _Sampler(records, image_source, cfg, stage, seed, per_sample)
+    sampler = _Sampler(records, image_source, cfg, stage, seed, per_sample, pool)
     with tf.init_scope(), tf.device("/CPU:0"):
         counters = (tf.Variable(0, dtype=tf.int64, trainable=False, name="dropped_boxes"),
                     tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_with_dropped_boxes"))
@@ -269,13 +303,15 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
             images = tf.identity(images)
         return images, {"boxes": boxes, "labels": labels}
 
-    ds = _index_stream(len(records), seed, shuffle).enumerate()
-    ds = ds.map(lambda k, i: sampler(k, i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pool_t = tf.constant(pool, tf.int64)
+    ds = _index_stream(len(pool), seed, shuffle).enumerate()
+    ds = ds.map(lambda k, i: sampler(k, pool_t[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
-    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, len(records) // batch), max_boxes=max_boxes,
-                         stage=stage, batch_size=batch, num_images=len(records),
+    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / batch)), max_boxes=max_boxes,
+                         stage=stage, batch_size=batch, num_images=len(pool),
                          cached=not isinstance(image_source, FileImages),
-                         cache_bytes=int(getattr(image_source, "nbytes", 0)), _counters=counters)
+                         cache_bytes=int(getattr(image_source, "nbytes", 0)), empty_images_left_out=len(records) - len(pool),
+                         _counters=counters)
 
 
 def _report_dropped(counters, dropped, max_boxes):

@@ -170,7 +170,7 @@ def test_same_seed_same_batches_and_new_order_every_pass(tmp_path):
     data = make_dataset(tmp_path, [(64, 64, [])] * 8)
     for r, fill in zip(data.records, fills):
         Image.fromarray(np.broadcast_to(fill, (64, 64, 3)).copy()).save(r.path)
-    cfg = _cfg(batch_size=4, **{"augment.stage2_ratio_range": "[1.0,1.0]"})
+    cfg = _cfg(batch_size=4, filter_empty_gt="false", **{"augment.stage2_ratio_range": "[1.0,1.0]"})
 
     def identities(pipe, batches):
         centres = np.array([img[48, 48].astype(int) for img, _, _ in _samples(pipe, batches)])
@@ -226,10 +226,88 @@ def test_stage1_with_few_images_and_images_without_boxes(tmp_path):
     for img, b, lab in _samples(pipe, 2):
         check_boxes_against_pixels(img, b, lab)
     empty = make_dataset(tmp_path, [(40, 40, []), (30, 60, [])], name="empty")
-    pipe = build_train_pipeline(empty, _cfg(batch_size=2, **{"augment.mixup": "true"}), stage=1, seed=0)
+    with pytest.raises(ValueError, match="filter_empty_gt=false"):
+        build_train_pipeline(empty, _cfg(batch_size=2), stage=1, seed=0)
+    pipe = build_train_pipeline(empty, _cfg(batch_size=2, filter_empty_gt="false", **{"augment.mixup": "true"}),
+                                stage=1, seed=0)
     assert pipe.max_boxes == 1 * 4 * 2  # at least one target slot per image, x4 Mosaic, x2 MixUp
     images, t = next(iter(pipe.dataset))
     assert images.shape == (2, 96, 96, 3) and np.all(t["labels"].numpy() == -1)
+
+
+def _fill_images(data, fills):
+    """Paint each image's background in its own colour (boxes keep their hue), so a sample names its image."""
+    for r, fill in zip(data.records, fills):
+        a = np.asarray(Image.open(r.path)).copy()
+        a[(a == BACKGROUND).all(-1)] = fill
+        Image.fromarray(a).save(r.path)
+
+
+def _identities(pipe, batches, fills, at=(2, 2)):
+    y, x = at
+    out = []
+    for img, _, _ in _samples(pipe, batches):
+        out.append(int(np.abs(img[y, x].astype(int)[None] - np.asarray(fills, int)).sum(-1).argmin()))
+    return out
+
+
+FILLS = [(250, 250, 250), (10, 10, 10), (128, 128, 128), (200, 140, 90), (90, 140, 200)]
+
+
+def test_images_without_boxes_left_out_by_default_and_kept_on_request(tmp_path):
+    # Images 0-2 have a box in their lower right corner; images 3 and 4 have none.
+    specs = [(64, 64, [(c, 40, 40, 60, 60)]) for c in range(3)] + [(64, 64, [])] * 2
+    data = make_dataset(tmp_path, specs)
+    _fill_images(data, FILLS)
+    common = {"batch_size": 2, "imgsz": "(64,64)", "augment.stage2_ratio_range": "[1.0,1.0]",
+              "augment.flip_prob": 0.0}
+    default = build_train_pipeline(data, _cfg(**common), stage=2, seed=0)
+    assert default.num_images == 3 and default.empty_images_left_out == 2
+    assert default.steps_per_epoch == 2  # ceil(3 / 2): the partial last batch counts
+    seen = _identities(default, 6, FILLS)
+    assert sorted(set(seen)) == [0, 1, 2]
+    for img, b, lab in _samples(default, 3):
+        assert (lab >= 0).sum() == 1
+        check_boxes_against_pixels(img, b, lab)
+    kept = build_train_pipeline(data, _cfg(filter_empty_gt="false", **common), stage=2, seed=0)
+    assert kept.num_images == 5 and kept.empty_images_left_out == 0 and kept.steps_per_epoch == 3
+    seen = _identities(kept, 5, FILLS)
+    assert sorted(set(seen)) == [0, 1, 2, 3, 4]
+    # Mosaic partners come from the kept images only: no quarter of a sample shows an empty image's fill.
+    mosaic = build_train_pipeline(data, _cfg(**common, **{"augment.resize_ratio_range": "[1.0,1.0]"}), stage=1,
+                                  seed=0)
+    for img, _, _ in _samples(mosaic, 4):
+        d = np.abs(img.reshape(-1, 1, 3).astype(int) - np.asarray(FILLS, int)[None]).sum(-1)
+        assert not np.any(d[:, 3] == 0) and not np.any(d[:, 4] == 0)
+
+
+def test_every_image_is_in_each_epoch_with_a_partial_last_batch(tmp_path):
+    data = make_dataset(tmp_path, [(64, 64, [(c, 40, 40, 60, 60)]) for c in range(5)])
+    _fill_images(data, FILLS)
+    cfg = _cfg(batch_size=4, imgsz="(64,64)", **{"augment.stage2_ratio_range": "[1.0,1.0]",
+                                                  "augment.flip_prob": 0.0})
+    pipe = build_train_pipeline(data, cfg, stage=2, seed=3)
+    assert pipe.steps_per_epoch == 2  # 5 images, batch 4: ceil, as mmdetection keeps the partial batch
+    images, _ = next(iter(pipe.dataset))
+    assert images.shape[0] == 4  # batches stay full (static shapes); the extra samples start the next pass
+    first_epoch = _identities(pipe, pipe.steps_per_epoch, FILLS)
+    assert sorted(first_epoch[:5]) == [0, 1, 2, 3, 4]
+
+
+def test_crops_that_lose_every_box_are_drawn_again(tmp_path):
+    # One 50 px square in a 256 px image; stage 2 keeps the scale and crops 64 px: most crops miss it.
+    data = make_dataset(tmp_path, [(256, 256, [(2, 150, 30, 200, 80)])])
+    common = {"imgsz": "(64,64)", "augment.stage2_ratio_range": "[4.0,4.0]", "augment.flip_prob": 0.0}
+    negative = build_train_pipeline(data, _cfg(**common, **{"augment.allow_negative_crop": "true"}), stage=2, seed=0)
+    empty = sum(int((lab < 0).all()) for _, _, lab in _samples(negative, 4))
+    assert empty >= 16  # most of the 32 samples are empty when negative crops are allowed
+    redrawn = build_train_pipeline(data, _cfg(**common, **{"augment.negative_crop_retries": 60}), stage=2, seed=0)
+    for img, b, lab in _samples(redrawn, 4):
+        assert (lab >= 0).sum() == 1
+        check_boxes_against_pixels(img, b, lab)
+    # Retries are bounded: with none allowed, the first draw is kept, empty or not.
+    once = build_train_pipeline(data, _cfg(**common, **{"augment.negative_crop_retries": 0}), stage=2, seed=0)
+    assert sum(int((lab < 0).all()) for _, _, lab in _samples(once, 4)) == empty
 
 
 def test_degenerate_boxes_are_dropped(tmp_path):
