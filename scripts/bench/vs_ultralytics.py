@@ -186,7 +186,7 @@ def run_yolo(args, train_set, val_set, out: Path) -> dict:
 def run_rtmdet(args, out: Path) -> dict:
     py = sys.executable
     opts = base_overrides(args) + [f"max_epochs={args.epochs}", f"seed={args.seed}"] + list(args.opt)
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(args.threads))
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS=str(args.threads))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log = (out / "log.txt").open("w")
