@@ -1,0 +1,150 @@
+"""Real ``model.fit`` throughput: images/s, ms/step and CPU-seconds per image of a preset on a data set.
+
+``python scripts/benchmark.py train [--config nano.yaml] [--data datasets/demo] [--imgsz 192] [--batch 32]
+[--steps 30] [--cases const,pipeline,train] [--stages 1 2] [--opt key=value ...]``
+
+The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.train`` builds them. Cases:
+
+- ``const``: ``fit`` on one batch of the stage's pipeline, repeated (network + assigner + losses + AdamW);
+- ``pipeline``: ``fit`` on the real augmentation pipeline, no callbacks, no progress bar;
+- ``train``: the real pipeline with the per-step callbacks train.py adds (NaN guard, EMA, TensorBoard,
+  learning-rate logger) and the progress bar, as a training run has them (the per-epoch COCO evaluation
+  and checkpoint are not timed here; the vs_ultralytics harness times whole runs).
+
+Each case runs ``--warmup`` steps (tracing, cache fill) and then ``--steps`` timed steps in one ``fit``
+call; the cases take turns ``--rounds`` times and the median is printed, so a change of machine load
+hits them alike: compare the cases as ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Timer:
+    """Wall and process CPU time of the steps after the first ``skip`` batches of one fit call."""
+
+    def __init__(self, skip: int):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch + 1 == skip:
+                    timer.start = (time.perf_counter(), time.process_time())
+
+            def on_train_end(self, logs=None):
+                timer.end = (time.perf_counter(), time.process_time())
+
+        self.callback = Callback()
+        self.start = self.end = None
+
+    def result(self, steps: int, batch: int):
+        wall = self.end[0] - self.start[0]
+        cpu = self.end[1] - self.start[1]
+        return {"images_s": steps * batch / wall, "ms_step": 1000 * wall / steps, "cpu_ms_image": 1000 * cpu / (steps * batch)}
+
+
+def build(cfg, train_set):
+    from rtmdet_keras.data.pipeline import build_train_pipeline
+    from rtmdet_keras.models import build_model
+    from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
+    from rtmdet_keras.training.schedule import training_schedule
+
+    pipes = {s: build_train_pipeline(train_set, cfg, stage=s, seed=cfg.seed + s - 1) for s in (1, 2)}
+    network = build_model(cfg)
+    detector = RTMDetDetector(network, cfg)
+    detector.compile(optimizer=build_optimizer(cfg, training_schedule(cfg, pipes[1].steps_per_epoch), network))
+    return detector, pipes
+
+
+def train_callbacks(work_dir):
+    import keras
+
+    from rtmdet_keras.training.callbacks import LearningRateLogger, NanGuard
+    from rtmdet_keras.training.ema import ExpMomentumEMA
+
+    return [NanGuard(), ExpMomentumEMA(), keras.callbacks.TensorBoard(str(work_dir), update_freq="epoch"),
+            LearningRateLogger()]
+
+
+def run_case(detector, pipe, case: str, steps: int, warmup: int, work_dir) -> dict:
+    import tensorflow as tf
+
+    dataset = pipe.dataset
+    if case == "const":
+        images, targets = next(iter(dataset))
+        dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
+    timer = _Timer(warmup)
+    callbacks = [timer.callback] + (train_callbacks(work_dir) if case == "train" else [])
+    detector.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=callbacks,
+                 verbose=1 if case == "train" else 0, shuffle=False)
+    return timer.result(steps, pipe.batch_size)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="nano.yaml")
+    p.add_argument("--data", default=None, help="data set root (Roboflow COCO layout); default: the demo set, "
+                   "generated in a temporary folder")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--imgsz", type=int, default=192)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per case and round")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--cases", default="const,pipeline,train")
+    p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--opt", nargs="*", default=[], help="extra --cfg-options (key=value)")
+    args = p.parse_args(argv)
+
+    import tensorflow as tf
+
+    from rtmdet_keras.config import load_config
+    from rtmdet_keras.data import load_split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            from rtmdet_keras.data.demo import make_demo_dataset
+
+            make_demo_dataset(tmp, seed=0)
+            data = tmp
+        overrides = [f"data_root={Path(data).resolve()}/", f"imgsz=({args.imgsz},{args.imgsz})",
+                     f"batch_size={args.batch}"] + ([f"num_classes={args.num_classes}"] if args.num_classes else [])
+        cfg = load_config(args.config, overrides + list(args.opt))
+        train_set = load_split(cfg, "train")
+        detector, pipes = build(cfg, train_set)
+        cases = args.cases.split(",")
+        print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {cfg.name} at {args.imgsz} px, batch {args.batch}, "
+              f"{len(train_set)} images of {data}; {args.steps} timed steps after {args.warmup}, {args.rounds} rounds; "
+              f"options: {' '.join(args.opt) or 'none'}", flush=True)
+        results = {(s, c): [] for s in args.stages for c in cases}
+        for _ in range(args.rounds):
+            for stage in args.stages:
+                for case in cases:
+                    r = run_case(detector, pipes[stage], case, args.steps, args.warmup, Path(tmp) / "tb")
+                    results[(stage, case)].append(r)
+                    print(f"  stage {stage} {case:9s} {r['images_s']:6.1f} images/s {r['ms_step']:7.0f} ms/step "
+                          f"{r['cpu_ms_image']:6.1f} CPU ms/image", flush=True)
+        print("\n| stage | case | images/s | ms/step | CPU ms/image |\n|---|---|---|---|---|")
+        for (stage, case), rs in results.items():
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            print(f"| {stage} | {case} | {med['images_s']:.1f} | {med['ms_step']:.0f} | {med['cpu_ms_image']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())
