@@ -259,7 +259,8 @@ def main(argv=None) -> int:
         rows["YOLO11n (cached)"] = json.loads((yolo_dir / "result.json").read_text())
     if not args.skip_rtmdet:
         name = args.name or ("nano " + " ".join(args.opt) if args.opt else "nano (defaults)")
-        run_dir = out / f"rtmdet_{tag}_{abs(hash(' '.join(args.opt))) % 10**8:08d}"
+        slug = "".join(c if c.isalnum() or c in "._=-" else "_" for c in name)[:80]
+        run_dir = out / f"rtmdet_{tag}_{slug}"
         rows[name] = run_rtmdet(args, run_dir)
         (run_dir / "result.json").write_text(json.dumps(rows[name], indent=2))
     print(f"\n{Path(args.data).name}: {len(train_set)} train / {len(val_set)} val images, {args.epochs} epochs, "
