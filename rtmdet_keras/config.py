@@ -54,6 +54,10 @@ class ModelConfig:
     exp_on_reg: bool = False
     strides: List[int] = field(default_factory=lambda: [8, 16, 32])
     prior_prob: float = 0.01
+    # Initial box of every prior: each of the four distances starts at reg_prior strides (the reg conv's
+    # bias; its log with exp_on_reg). mmdetection starts at 0 (a point), which a short run from scratch
+    # spends its first hundreds of steps growing out of; converted or loaded weights replace it.
+    reg_prior: float = 0.0
     # BatchNorm as PyTorch: eps 1e-5, running-stat momentum 0.1 (0.9 in Keras terms).
     bn_eps: float = 1.0e-5
     bn_momentum: float = 0.9

@@ -11,7 +11,8 @@ distances, ltrb).
 a conv used by several inputs): it has ``bbox_head.cls_convs.{l}.{i}.conv`` for every level.
 
 Init as mmdetection: conv weights normal(0, 0.01), BN gamma 1, cls bias ``-log((1 - p) / p)``
-with ``p = cfg.model.prior_prob``, reg bias 0.
+with ``p = cfg.model.prior_prob``, reg bias 0 (``cfg.model.reg_prior`` strides, or its log with
+``exp_on_reg``, when set: every prior then starts as a box rather than a point).
 
 Outputs are raw: ``reg`` is in stride units; ``d = reg * stride`` (``exp(reg) * stride`` when
 ``cfg.model.exp_on_reg``). Decoding happens outside the model (:mod:`rtmdet_keras.boxes`).
@@ -49,6 +50,10 @@ def rtmdet_sep_bn_head(ctx: BuildContext, feats, model_cfg, num_classes: int, sh
     if len(feats) != len(m.strides):
         raise ValueError(f"model.strides has {len(m.strides)} entries but the neck gives {len(feats)} levels")
     bias_cls = -math.log((1.0 - m.prior_prob) / m.prior_prob)
+    reg_prior = float(getattr(m, "reg_prior", 0.0))
+    if reg_prior < 0:
+        raise ValueError(f"model.reg_prior must be 0 (mmdetection's init) or a positive number of strides, got {reg_prior}")
+    bias_reg = (math.log(reg_prior) if m.exp_on_reg else reg_prior) if reg_prior else 0.0
     shared = {}
     outputs = {}
     for lvl, (x, stride) in enumerate(zip(feats, m.strides)):
@@ -70,7 +75,8 @@ def rtmdet_sep_bn_head(ctx: BuildContext, feats, model_cfg, num_classes: int, sh
                                 kernel_initializer=ctx.normal_init(0.01),
                                 bias_initializer=ctx.initializers.Constant(bias_cls))(towers["cls"])
         reg = ctx.layers.Conv2D(4, 1, use_bias=True, name=f"bbox_head.rtm_reg.{lvl}",
-                                kernel_initializer=ctx.normal_init(0.01), bias_initializer="zeros")(towers["reg"])
+                                kernel_initializer=ctx.normal_init(0.01),
+                                bias_initializer=ctx.initializers.Constant(bias_reg))(towers["reg"])
         level = level_name(stride)
         outputs[f"cls_{level}"] = cls
         outputs[f"reg_{level}"] = reg
