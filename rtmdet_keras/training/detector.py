@@ -39,6 +39,28 @@ class RTMDetDetector(keras.Model):
         )
         self.cls_loss_tracker = keras.metrics.Mean(name="loss_cls")
         self.box_loss_tracker = keras.metrics.Mean(name="loss_bbox")
+        self._step_hooks = []
+
+    def attach_step_hook(self, fn) -> bool:
+        """Run ``fn()`` (TensorFlow ops, e.g. an EMA update) inside every training step, after the
+        optimiser has applied the gradients. Returns True. Called from a callback's ``on_train_begin``,
+        the training function ``fit`` has just made is rebuilt at once to include it."""
+        if fn not in self._step_hooks:
+            self._step_hooks.append(fn)
+            if self.train_function is not None:
+                self.make_train_function(force=True)
+        return True
+
+    def detach_step_hook(self, fn) -> None:
+        if fn in self._step_hooks:
+            self._step_hooks.remove(fn)
+            self.train_function = None
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        for hook in self._step_hooks:
+            hook()
+        return logs
 
     def call(self, images, training=False):
         return self.network(tf.cast(images, tf.float32), training=training)

@@ -58,3 +58,33 @@ def test_state_round_trip():
     assert other.get_state()["updates"] == 1
     for a, b in zip(other.get_state()["weights"], state["weights"]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_update_inside_the_training_step_equals_the_callback_update():
+    import tensorflow as tf
+
+    from rtmdet_keras.config import load_config
+    from rtmdet_keras.models import build_model
+    from rtmdet_keras.training.detector import RTMDetDetector
+
+    cfg = load_config("nano", ["imgsz=(64,64)", "batch_size=2"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 64, 64, 3)).astype(np.uint8)
+    targets = {"boxes": np.array([[[4, 4, 30, 40], [0, 0, 0, 0]], [[10, 20, 60, 50], [30, 5, 50, 25]]], np.float32),
+               "labels": np.array([[0, -1], [1, 0]], np.int32)}
+    data = tf.data.Dataset.from_tensors((images, targets)).repeat()
+    states = []
+    for in_step in (True, False):
+        keras.utils.set_random_seed(0)
+        detector = RTMDetDetector(build_model(cfg), cfg)
+        detector.compile(optimizer=keras.optimizers.SGD(0.05))
+        ema = ExpMomentumEMA(momentum=0.3, gamma=2.0, in_step=in_step)
+        detector.fit(data, epochs=1, steps_per_epoch=3, callbacks=[ema], verbose=0)
+        assert ema._in_step is False and detector._step_hooks == []  # detached at the end of fit
+        states.append(ema.get_state())
+    assert states[0]["updates"] == states[1]["updates"] == 3
+    moved = 0
+    for a, b in zip(states[0]["weights"], states[1]["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        moved += int(not np.allclose(a, 0) and not np.allclose(a, 1))
+    assert moved > 10
