@@ -159,7 +159,9 @@ class Config:
     # --- training ---
     max_epochs: int = 300
     batch_size: int = 32
-    lr: float = 0.004  # at base_batch_size; scaled linearly with batch_size
+    lr: float = 0.004  # from scratch, at base_batch_size; scaled linearly with batch_size
+    # Used instead of lr when weights are loaded (load_from or backbone_weights); null: lr either way.
+    finetune_lr: Optional[float] = None
     base_batch_size: int = 256
     weight_decay: float = 0.05
     warmup_iters: int = 1000

@@ -57,7 +57,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     )
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
     from rtmdet_keras.training.ema import ExpMomentumEMA
-    from rtmdet_keras.training.schedule import training_schedule
+    from rtmdet_keras.training.schedule import scaled_lr, training_schedule
 
     work_dir = Path(work_dir) if work_dir else default_work_dir(cfg)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +106,9 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
 
         load_pretrained(network, cfg, print_fn=print_fn)
 
+    pretrained = bool(cfg.load_from or cfg.backbone_weights)
+    print_fn(f"lr {scaled_lr(cfg):.3g} at batch {cfg.batch_size} ({'fine-tuning: finetune_lr' if pretrained and cfg.finetune_lr is not None else 'lr'}"
+             f"{'' if pretrained else ', from scratch'}), {steps} steps per epoch, {cfg.max_epochs * steps} in all")
     stage1_epochs = max(cfg.max_epochs - cfg.stage2_num_epochs, 0)
     evaluator = CocoEvalCallback(
         val_set, make_dataset_predictor(network, cfg), network, interval=cfg.val_interval, dense_from=stage1_epochs,

@@ -53,9 +53,16 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def base_lr(cfg) -> float:
+    """``cfg.finetune_lr`` when weights are loaded (``load_from`` or ``backbone_weights``) and it is set,
+    else ``cfg.lr``: a network trained from scratch wants a much larger rate than one fine-tuned."""
+    pretrained = bool(cfg.load_from or cfg.backbone_weights)
+    return float(cfg.finetune_lr) if pretrained and cfg.finetune_lr is not None else float(cfg.lr)
+
+
 def scaled_lr(cfg) -> float:
-    """Learning rate at ``cfg.batch_size``: linear scaling from ``cfg.base_batch_size``."""
-    return cfg.lr * cfg.batch_size / cfg.base_batch_size
+    """Learning rate at ``cfg.batch_size``: :func:`base_lr`, scaled linearly from ``cfg.base_batch_size``."""
+    return base_lr(cfg) * cfg.batch_size / cfg.base_batch_size
 
 
 def training_schedule(cfg, steps_per_epoch: int) -> WarmupCosineSchedule:

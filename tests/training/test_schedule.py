@@ -56,3 +56,15 @@ def test_schedule_serialises():
     s = WarmupCosineSchedule(lr=0.1, warmup_steps=3, cosine_start=5, cosine_end=9, warmup_power=2.0)
     again = WarmupCosineSchedule.from_config(s.get_config())
     assert [lr_at(again, i) for i in range(12)] == pytest.approx([lr_at(s, i) for i in range(12)])
+
+
+def test_finetune_lr_applies_only_when_weights_are_loaded():
+    scratch = load_config("nano", ["lr=0.01", "finetune_lr=0.0005", "batch_size=16", "base_batch_size=32"])
+    assert scaled_lr(scratch) == pytest.approx(0.005)
+    tuned = load_config("nano", ["lr=0.01", "finetune_lr=0.0005", "batch_size=16", "base_batch_size=32",
+                                 "load_from=weights.npz"])
+    assert scaled_lr(tuned) == pytest.approx(0.00025)
+    backbone = load_config("nano", ["lr=0.01", "finetune_lr=0.0005", "backbone_weights=b.npz"])
+    assert scaled_lr(backbone) == pytest.approx(0.0005 * backbone.batch_size / backbone.base_batch_size)
+    unset = load_config("nano", ["lr=0.01", "finetune_lr=null", "load_from=weights.npz"])
+    assert scaled_lr(unset) == pytest.approx(0.01 * unset.batch_size / unset.base_batch_size)
