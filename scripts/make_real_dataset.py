@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a small real-photograph data set (tree crowns in aerial RGB) in Roboflow's COCO layout.
 
-    python scripts/make_real_dataset.py --out datasets/aerial [--tile 320] [--overlap 0.25] [--seed 0]
+    python scripts/make_real_dataset.py --out datasets/aerial [--tile 320] [--overlap 0.5] [--seed 0]
         [--wheel-dir DIR] [--force]
 
 Why: the synthetic demo set is too easy to tell training recipes apart. The recipe comparison harness
@@ -23,8 +23,9 @@ quarter tile to where it cuts the fewest crowns. Each part is tiled on its own, 
 pixel, is in both splits. An image too narrow for two parts of a tile each goes to training whole.
 
 Tiling: square ``--tile`` tiles, evenly spaced and the last one flush with the edge of its part.
-Training tiles overlap their neighbours by at least ``--overlap``, so a crown cut by one tile is whole
-in the next; validation tiles overlap only as much as covering the part needs, since there overlap
+Training tiles overlap their neighbours by at least ``--overlap`` (default a half: 182 training tiles,
+enough steps for a 30-epoch run from scratch to learn something; with a quarter, 88 tiles left both
+YOLO11n and nano near 0 AP after 30 epochs), so a crown cut by one tile is whole in the next; validation tiles overlap only as much as covering the part needs, since there overlap
 would just count the same crowns twice. A box belongs to a tile when at least half of its
 area lies inside (``MIN_INSIDE``); it is clipped to the tile and dropped if then narrower or lower than
 ``MIN_SIDE`` pixels. Less-covered crowns stay in the picture unlabelled, which is the usual price of
@@ -327,7 +328,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="datasets/aerial", help="output folder (default: datasets/aerial)")
     parser.add_argument("--tile", type=int, default=320, help="tile side in pixels (default: 320)")
-    parser.add_argument("--overlap", type=float, default=0.25,
+    parser.add_argument("--overlap", type=float, default=0.5,
                         help="least overlap of neighbouring training tiles (default: 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="shuffles the order of images in each split")
     parser.add_argument("--wheel-dir", help=f"folder holding {PACKAGE}-{VERSION}-*.whl (default: download it)")
