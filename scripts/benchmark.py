@@ -15,6 +15,7 @@ PARTS = {
     "assigner": "dynamic soft label assignment + losses per batch",
     "train": "training steps/s",
     "export": "export time, .tflite size and interpreter latency",
+    "ema_vs_raw": "COCO AP of the EMA and the raw weights of a run's checkpoints, epoch by epoch",
     "vs_ultralytics": "nano against YOLO11n on the same data, epochs and cores (accuracy, int8, wall time)",
 }
 
