@@ -44,3 +44,25 @@ def test_level_names():
     assert [level_name(s) for s in (8, 16, 32, 64)] == ["p3", "p4", "p5", "p6"]
     with pytest.raises(ValueError, match="powers of two"):
         level_name(12)
+
+
+@pytest.mark.parametrize("exp_on_reg", [False, True])
+def test_reg_prior_starts_every_prior_as_a_box_of_that_many_strides(exp_on_reg):
+    from rtmdet_keras.boxes import decode_predictions, make_priors
+
+    cfg = small_cfg("nano", num_classes=2)
+    cfg.model.reg_prior = 2.0
+    cfg.model.exp_on_reg = exp_on_reg
+    model, _ = _head(cfg, share=False)
+    bias = model.get_layer("bbox_head.rtm_reg.2").get_weights()[1]
+    np.testing.assert_allclose(bias, math.log(2.0) if exp_on_reg else 2.0, rtol=1e-6)
+    # With all-zero features the towers give 0 after BN, so every box is exactly the prior: a square of
+    # 2 x 2 strides around its centre (16 px at stride 8, 64 px at stride 32).
+    f = cfg.model.feat_channels
+    outs = model([np.zeros((1, 8 // 2 ** i, 8 // 2 ** i, f), np.float32) for i in range(3)])
+    priors = make_priors(64, 64, [8, 16, 32])
+    boxes = np.asarray(decode_predictions({k: np.asarray(v) for k, v in outs.items()}, priors, exp_on_reg))[0]
+    sides = np.concatenate([np.full(64, 32.0), np.full(16, 64.0), np.full(4, 128.0)])
+    np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], sides, rtol=1e-4)
+    np.testing.assert_allclose(boxes[:, 3] - boxes[:, 1], sides, rtol=1e-4)
+    np.testing.assert_allclose((boxes[:, 0] + boxes[:, 2]) / 2, np.asarray(priors)[:, 0], atol=1e-3)
