@@ -174,6 +174,8 @@ class Config:
     save_interval: int = 1
     max_keep_ckpts: int = 3
     seed: int = 0
+    # Threads of the training pipeline (tf.data's private pool; SSCMA's dataloader workers). 0: TensorFlow's
+    # shared pool, sized to the machine, which the training step's own threads then compete with.
     workers: int = 2
     work_dir: Optional[str] = None  # default work_dirs/<config name>
     load_from: Optional[str] = None  # converted weights or mmdetection .pth for the whole detector

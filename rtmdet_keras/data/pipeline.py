@@ -307,6 +307,10 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     ds = _index_stream(len(pool), seed, shuffle).enumerate()
     ds = ds.map(lambda k, i: sampler(k, pool_t[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
+    if int(cfg.workers) > 0:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(cfg.workers)
+        ds = ds.with_options(options)
     return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / batch)), max_boxes=max_boxes,
                          stage=stage, batch_size=batch, num_images=len(pool),
                          cached=not isinstance(image_source, FileImages),
