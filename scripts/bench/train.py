@@ -62,7 +62,8 @@ def build(cfg, train_set):
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
     from rtmdet_keras.training.schedule import training_schedule
 
-    pipes = {s: build_train_pipeline(train_set, cfg, stage=s, seed=cfg.seed + s - 1) for s in (1, 2)}
+    pipes = {1: build_train_pipeline(train_set, cfg, stage=1, seed=cfg.seed)}
+    pipes[2] = build_train_pipeline(train_set, cfg, stage=2, seed=cfg.seed + 1, max_boxes=pipes[1].max_boxes)
     network = build_model(cfg)
     detector = RTMDetDetector(network, cfg)
     detector.compile(optimizer=build_optimizer(cfg, training_schedule(cfg, pipes[1].steps_per_epoch), network))
