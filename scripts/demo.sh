@@ -14,9 +14,7 @@ work="$here/work_dirs/nano"
 opts=(data_root="$data/" num_classes=2 train_ann_file=train/_annotations.coco.json
       val_ann_file=valid/_annotations.coco.json train_img_prefix=train/ val_img_prefix=valid/
       imgsz='(192,192)' "$@")
-# nano.yaml keeps SSCMA's lr (0.00065, meant for fine-tuning); from scratch on 240 images, 0.003
-# reaches about twice the mAP in 50 epochs (docs/benchmarks.md).
-train_opts=(max_epochs=50 lr=0.003 "${opts[@]}")
+train_opts=(max_epochs=50 "${opts[@]}")
 
 echo "== 1/5 data check"
 "$py" -m rtmdet_keras.data.check --config nano.yaml --cfg-options "${opts[@]}"
