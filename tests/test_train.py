@@ -46,6 +46,8 @@ def uninterrupted(demo_dataset, tmp_path_factory):
 def test_run_writes_what_a_user_expects(uninterrupted):
     work, summary = uninterrupted
     assert summary["steps"] == 9 and summary["epochs"] == 3
+    assert summary["images_per_second"] == pytest.approx(9 * 8 / summary["seconds"])
+    assert json.loads((work / "train_summary.json").read_text())["images_per_second"] > 0
     assert (work / "best_coco_bbox_mAP.keras").exists() and (work / "config.yaml").exists()
     assert [e for e, _ in epoch_checkpoints(work)] == [1, 2, 3]
     assert latest_checkpoint(work).name == "epoch_3.ckpt.npz"
