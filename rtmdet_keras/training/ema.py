@@ -25,8 +25,8 @@ class ExpMomentumEMA(keras.callbacks.Callback):
 
     On a model with ``attach_step_hook`` (:class:`~rtmdet_keras.training.detector.RTMDetDetector`) and
     one replica, the update runs inside the compiled training step, right after the optimiser: no
-    extra graph call and no wait on the host between steps. Elsewhere it runs from
-    ``on_train_batch_end``. The arithmetic is the same.
+    extra graph call and no wait on the host between steps; it stays there until :meth:`detach`.
+    Elsewhere it runs from ``on_train_batch_end``. The arithmetic is the same.
     """
 
     def __init__(self, momentum: float = 0.0002, gamma: float = 2000.0, in_step: bool = True):
@@ -77,7 +77,9 @@ class ExpMomentumEMA(keras.callbacks.Callback):
         self._in_step = bool(self.allow_in_step and attach is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1
                              and attach(self._step_update))
 
-    def on_train_end(self, logs=None):
+    def detach(self) -> None:
+        """Take the update out of the model's training step (it stays in after ``fit`` so that the next
+        ``fit``, e.g. train.py's stage 2, reuses the compiled step instead of tracing it again)."""
         if self._in_step:
             self.model.detach_step_hook(self._step_update)
             self._in_step = False

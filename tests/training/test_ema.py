@@ -79,9 +79,14 @@ def test_update_inside_the_training_step_equals_the_callback_update():
         detector = RTMDetDetector(build_model(cfg), cfg)
         detector.compile(optimizer=keras.optimizers.SGD(0.05))
         ema = ExpMomentumEMA(momentum=0.3, gamma=2.0, in_step=in_step)
-        detector.fit(data, epochs=1, steps_per_epoch=3, callbacks=[ema], verbose=0)
-        assert ema._in_step is False and detector._step_hooks == []  # detached at the end of fit
+        detector.fit(data, epochs=1, steps_per_epoch=2, callbacks=[ema], verbose=0)
+        compiled = detector.train_function
+        detector.fit(data, epochs=2, initial_epoch=1, steps_per_epoch=1, callbacks=[ema], verbose=0)
+        assert ema._in_step is in_step and len(detector._step_hooks) == int(in_step)
+        assert detector.train_function is compiled  # a second fit reuses the compiled step
         states.append(ema.get_state())
+        ema.detach()
+        assert detector._step_hooks == []
     assert states[0]["updates"] == states[1]["updates"] == 3
     moved = 0
     for a, b in zip(states[0]["weights"], states[1]["weights"]):
