@@ -168,9 +168,9 @@ def compare_with_fresh_model(network, cfg, source) -> None:
         f"(training writes it as config.yaml beside the checkpoints).")
 
 
-def load_network(cfg, path):
-    """A Keras functional network from ``.keras`` or ``epoch_N.ckpt.npz`` (EMA weights when stored),
-    checked against ``cfg`` (input size, classes, weight shapes)."""
+def load_network(cfg, path, ema: bool = True):
+    """A Keras functional network from ``.keras`` or ``epoch_N.ckpt.npz`` (its EMA weights when stored
+    and ``ema``, else the raw ones), checked against ``cfg`` (input size, classes, weight shapes)."""
     from rtmdet_keras.export import ExportError, check_network_matches_config
 
     path = Path(path)
@@ -194,11 +194,11 @@ def load_network(cfg, path):
         compare_with_fresh_model(network, cfg, str(path))
         return network
     if kind == "checkpoint":
-        return _network_from_training_state(cfg, path)
+        return _network_from_training_state(cfg, path, ema)
     raise ModelLoadError(f"{path}: a {kind} model is not a Keras network; give a .keras or .ckpt.npz file")
 
 
-def _network_from_training_state(cfg, path):
+def _network_from_training_state(cfg, path, ema: bool = True):
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.checkpoint import load_training_state
     from rtmdet_keras.training.detector import RTMDetDetector
@@ -231,7 +231,7 @@ def _network_from_training_state(cfg, path):
                                  f"config's network; use the config it was trained with")
     for v, w in zip(weights, state["model"]):
         v.assign(w)
-    if state["ema"]:
+    if ema and state["ema"]:
         # The EMA averages every float weight of the detector (BatchNorm statistics included), in order.
         floats = [v for v in weights if v.dtype in ("float32", "float16", "bfloat16", "float64")]
         if len(floats) != len(state["ema"]):

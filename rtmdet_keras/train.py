@@ -47,7 +47,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
 
     from rtmdet_keras.data import load_split
     from rtmdet_keras.data.check import format_report
-    from rtmdet_keras.data.pipeline import build_train_pipeline
+    from rtmdet_keras.data.pipeline import build_stage_pipelines
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.callbacks import (
         CocoEvalCallback, LearningRateLogger, NanGuard, TensorBoardWriter,
@@ -57,7 +57,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     )
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
     from rtmdet_keras.training.ema import ExpMomentumEMA
-    from rtmdet_keras.training.schedule import scaled_lr, training_schedule
+    from rtmdet_keras.training.schedule import lr_key, scaled_lr, training_schedule
 
     work_dir = Path(work_dir) if work_dir else default_work_dir(cfg)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -76,10 +76,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     replicas = strategy.num_replicas_in_sync
     if cfg.batch_size % replicas:
         raise click.ClickException(f"batch_size {cfg.batch_size} is not divisible by the {replicas} replicas")
-    stage1 = build_train_pipeline(train_set, cfg, stage=1, seed=cfg.seed)
-    # Stage 2 pads its targets to stage 1's size: the batches then have one shape, and the second fit
-    # reuses the compiled training step instead of tracing it again (about half a minute on 2 cores).
-    stage2 = build_train_pipeline(train_set, cfg, stage=2, seed=cfg.seed + 1, max_boxes=stage1.max_boxes)
+    stage1, stage2 = build_stage_pipelines(train_set, cfg)
     steps = stage1.steps_per_epoch
     if stage1.empty_images_left_out:
         print_fn(f"{stage1.empty_images_left_out} of {len(train_set)} training images have no boxes and are left out "
@@ -108,9 +105,9 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
 
         load_pretrained(network, cfg, print_fn=print_fn)
 
-    pretrained = bool(cfg.load_from or cfg.backbone_weights)
-    print_fn(f"lr {scaled_lr(cfg):.3g} at batch {cfg.batch_size} ({'fine-tuning: finetune_lr' if pretrained and cfg.finetune_lr is not None else 'lr'}"
-             f"{'' if pretrained else ', from scratch'}), {steps} steps per epoch, {cfg.max_epochs * steps} in all")
+    start_from = "loaded weights" if cfg.load_from or cfg.backbone_weights else "scratch"
+    print_fn(f"lr {scaled_lr(cfg):.3g} at batch {cfg.batch_size} ({lr_key(cfg)}, from {start_from}), "
+             f"{steps} steps per epoch, {cfg.max_epochs * steps} in all")
     stage1_epochs = max(cfg.max_epochs - cfg.stage2_num_epochs, 0)
     evaluator = CocoEvalCallback(
         val_set, make_dataset_predictor(network, cfg), network, interval=cfg.val_interval, dense_from=stage1_epochs,

@@ -25,8 +25,9 @@ pixel, is in both splits. An image too narrow for two parts of a tile each goes 
 Tiling: square ``--tile`` tiles, evenly spaced and the last one flush with the edge of its part.
 Training tiles overlap their neighbours by at least ``--overlap`` (default a half: 182 training tiles,
 enough steps for a 30-epoch run from scratch to learn something; with a quarter, 88 tiles left both
-YOLO11n and nano near 0 AP after 30 epochs), so a crown cut by one tile is whole in the next; validation tiles overlap only as much as covering the part needs, since there overlap
-would just count the same crowns twice. A box belongs to a tile when at least half of its
+YOLO11n and nano near 0 AP after 30 epochs), so a crown cut by one tile is whole in the next;
+validation tiles overlap only as much as covering the part needs, since there overlap would just count
+the same crowns twice. A box belongs to a tile when at least half of its
 area lies inside (``MIN_INSIDE``); it is clipped to the tile and dropped if then narrower or lower than
 ``MIN_SIDE`` pixels. Less-covered crowns stay in the picture unlabelled, which is the usual price of
 tiling. A part no larger than ``WHOLE_LIMIT`` tiles on both sides stays whole rather than being cut

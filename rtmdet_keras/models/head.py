@@ -50,9 +50,10 @@ def rtmdet_sep_bn_head(ctx: BuildContext, feats, model_cfg, num_classes: int, sh
     if len(feats) != len(m.strides):
         raise ValueError(f"model.strides has {len(m.strides)} entries but the neck gives {len(feats)} levels")
     bias_cls = -math.log((1.0 - m.prior_prob) / m.prior_prob)
-    reg_prior = float(getattr(m, "reg_prior", 0.0))
+    reg_prior = float(m.reg_prior)
     if reg_prior < 0:
-        raise ValueError(f"model.reg_prior must be 0 (mmdetection's init) or a positive number of strides, got {reg_prior}")
+        raise ValueError(f"model.reg_prior must be 0 (mmdetection's init) or a positive number of strides, "
+                         f"got {reg_prior}")
     bias_reg = (math.log(reg_prior) if m.exp_on_reg else reg_prior) if reg_prior else 0.0
     shared = {}
     outputs = {}

@@ -41,15 +41,14 @@ class RTMDetDetector(keras.Model):
         self.box_loss_tracker = keras.metrics.Mean(name="loss_bbox")
         self._step_hooks = []
 
-    def attach_step_hook(self, fn) -> bool:
+    def attach_step_hook(self, fn) -> None:
         """Run ``fn()`` (TensorFlow ops, e.g. an EMA update) inside every training step, after the
-        optimiser has applied the gradients. Returns True. Called from a callback's ``on_train_begin``,
-        the training function ``fit`` has just made is rebuilt at once to include it."""
+        optimiser has applied the gradients. Called from a callback's ``on_train_begin``, the training
+        function ``fit`` has just made is rebuilt at once to include it."""
         if fn not in self._step_hooks:  # attached already (a second fit): keep the compiled step
             self._step_hooks.append(fn)
             if self.train_function is not None:
                 self.make_train_function(force=True)
-        return True
 
     def detach_step_hook(self, fn) -> None:
         if fn in self._step_hooks:

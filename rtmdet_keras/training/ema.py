@@ -74,8 +74,10 @@ class ExpMomentumEMA(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._ensure_built()
         attach = getattr(self.model, "attach_step_hook", None)
-        self._in_step = bool(self.allow_in_step and attach is not None and tf.distribute.get_strategy().num_replicas_in_sync == 1
-                             and attach(self._step_update))
+        self._in_step = (self.allow_in_step and attach is not None
+                         and tf.distribute.get_strategy().num_replicas_in_sync == 1)
+        if self._in_step:
+            attach(self._step_update)
 
     def detach(self) -> None:
         """Take the update out of the model's training step (it stays in after ``fit`` so that the next

@@ -53,11 +53,16 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def base_lr(cfg) -> float:
-    """``cfg.finetune_lr`` when weights are loaded (``load_from`` or ``backbone_weights``) and it is set,
-    else ``cfg.lr``: a network trained from scratch wants a much larger rate than one fine-tuned."""
+def lr_key(cfg) -> str:
+    """``"finetune_lr"`` when weights are loaded (``load_from`` or ``backbone_weights``) and it is set,
+    else ``"lr"``: a network trained from scratch wants a much larger rate than one fine-tuned."""
     pretrained = bool(cfg.load_from or cfg.backbone_weights)
-    return float(cfg.finetune_lr) if pretrained and cfg.finetune_lr is not None else float(cfg.lr)
+    return "finetune_lr" if pretrained and cfg.finetune_lr is not None else "lr"
+
+
+def base_lr(cfg) -> float:
+    """The rate :func:`lr_key` names, at ``cfg.base_batch_size``."""
+    return float(getattr(cfg, lr_key(cfg)))
 
 
 def scaled_lr(cfg) -> float:

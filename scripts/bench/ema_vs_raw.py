@@ -3,15 +3,14 @@
 ``python scripts/benchmark.py ema_vs_raw WORK_DIR [--every 5]``
 
 Reads ``WORK_DIR/config.yaml`` and each ``epoch_N.ckpt.npz`` kept there (train with
-``max_keep_ckpts=1000`` to keep them all), loads the raw weights and then the EMA weights into the
-network and evaluates both on the validation split with the evaluation every command uses.
+``max_keep_ckpts=1000`` to keep them all), loads each as the commands do (``load_network``, with and
+without its EMA weights) and evaluates both on the validation split.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -28,35 +27,24 @@ def main(argv=None) -> int:
 
     from rtmdet_keras.config import load_config
     from rtmdet_keras.data import load_split
+    from rtmdet_keras.evaluate import load_network
     from rtmdet_keras.evaluation import evaluate_detections
-    from rtmdet_keras.models import build_model
-    from rtmdet_keras.training.checkpoint import load_training_state
-    from rtmdet_keras.training.detector import RTMDetDetector, make_dataset_predictor
+    from rtmdet_keras.training.checkpoint import epoch_checkpoints
+    from rtmdet_keras.training.detector import make_dataset_predictor
 
     work = Path(args.work_dir)
     cfg = load_config(work / "config.yaml")
     val = load_split(cfg, "val")
-    network = build_model(cfg)
-    detector = RTMDetDetector(network, cfg)
-    predict = make_dataset_predictor(network, cfg)
-    ckpts = sorted(work.glob("epoch_*.ckpt.npz"), key=lambda q: int(re.findall(r"\d+", q.name)[0]))
-    last = int(re.findall(r"\d+", ckpts[-1].name)[0]) if ckpts else 0
+    ckpts = epoch_checkpoints(work)
+    last = ckpts[-1][0] if ckpts else 0
     print("| epoch | raw AP50:95 | EMA AP50:95 | raw AP50 | EMA AP50 |\n|---|---|---|---|---|")
-    for ckpt in ckpts:
-        epoch = int(re.findall(r"\d+", ckpt.name)[0])
+    for epoch, ckpt in ckpts:
         if epoch % args.every and epoch != last:
             continue
-        state = load_training_state(ckpt)
-        weights = list(detector.weights)
-        floats = [v for v in weights if v.dtype in ("float32", "float16", "bfloat16", "float64")]
         row = {}
         for kind in ("raw", "ema"):
-            for v, w in zip(weights, state["model"]):
-                v.assign(w)
-            if kind == "ema":
-                for v, w in zip(floats, state["ema"]):
-                    v.assign(w)
-            row[kind] = evaluate_detections(val, predict(val)).metrics
+            network = load_network(cfg, ckpt, ema=kind == "ema")
+            row[kind] = evaluate_detections(val, make_dataset_predictor(network, cfg)(val)).metrics
         print(f"| {epoch} | {row['raw']['bbox_mAP']:.3f} | {row['ema']['bbox_mAP']:.3f} | "
               f"{row['raw']['bbox_mAP_50']:.3f} | {row['ema']['bbox_mAP_50']:.3f} |", flush=True)
     return 0

@@ -53,17 +53,17 @@ class _Timer:
     def result(self, steps: int, batch: int):
         wall = self.end[0] - self.start[0]
         cpu = self.end[1] - self.start[1]
-        return {"images_s": steps * batch / wall, "ms_step": 1000 * wall / steps, "cpu_ms_image": 1000 * cpu / (steps * batch)}
+        return {"images_s": steps * batch / wall, "ms_step": 1000 * wall / steps,
+                "cpu_ms_image": 1000 * cpu / (steps * batch)}
 
 
 def build(cfg, train_set):
-    from rtmdet_keras.data.pipeline import build_train_pipeline
+    from rtmdet_keras.data.pipeline import build_stage_pipelines
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
     from rtmdet_keras.training.schedule import training_schedule
 
-    pipes = {1: build_train_pipeline(train_set, cfg, stage=1, seed=cfg.seed)}
-    pipes[2] = build_train_pipeline(train_set, cfg, stage=2, seed=cfg.seed + 1, max_boxes=pipes[1].max_boxes)
+    pipes = dict(enumerate(build_stage_pipelines(train_set, cfg), start=1))
     network = build_model(cfg)
     detector = RTMDetDetector(network, cfg)
     detector.compile(optimizer=build_optimizer(cfg, training_schedule(cfg, pipes[1].steps_per_epoch), network))

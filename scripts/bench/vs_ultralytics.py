@@ -111,12 +111,6 @@ def ultralytics_env(py: Path, config_dir: Path, threads: int) -> dict:
     return env
 
 
-def load_cfg(args, extra=()):
-    from rtmdet_keras.config import load_config
-
-    return load_config(args.config, base_overrides(args) + list(extra))
-
-
 def base_overrides(args) -> list:
     data = Path(args.data).resolve()
     return [f"data_root={data}/", f"num_classes={args.num_classes}", "train_ann_file=train/_annotations.coco.json",
@@ -169,7 +163,7 @@ def run_yolo(args, train_set, val_set, out: Path) -> dict:
     py = ultralytics_python()
     out.mkdir(parents=True, exist_ok=True)
     data_yaml = write_yolo_copy(train_set, val_set, out / "data")
-    driver_args = {**key, "out": str(out), "data_yaml": str(data_yaml), "workers": args.yolo_workers,
+    driver_args = {**key, "out": str(out), "data_yaml": str(data_yaml),
                    "val_images": [str(Path(r.path).resolve()) for r in val_set.records]}
     start = time.time()
     subprocess.run([str(py), "-c", YOLO_DRIVER, json.dumps(driver_args)], check=True, cwd=out,
@@ -245,9 +239,10 @@ def main(argv=None) -> int:
     p.add_argument("--rerun-yolo", action="store_true", help="ignore a cached YOLO result")
     args = p.parse_args(argv)
 
+    from rtmdet_keras.config import load_config
     from rtmdet_keras.data import load_split
 
-    cfg = load_cfg(args)
+    cfg = load_config(args.config, base_overrides(args))
     train_set, val_set = load_split(cfg, "train"), load_split(cfg, "val")
     out = Path(args.out or ROOT / "work_dirs" / "vs_ultralytics" / Path(args.data).resolve().name)
     tag = f"e{args.epochs}_s{args.imgsz}_b{args.batch}" + (f"_seed{args.seed}" if args.seed else "")
@@ -265,9 +260,10 @@ def main(argv=None) -> int:
         (run_dir / "result.json").write_text(json.dumps(rows[name], indent=2))
     print(f"\n{Path(args.data).name}: {len(train_set)} train / {len(val_set)} val images, {args.epochs} epochs, "
           f"{args.imgsz} px, batch {args.batch}, {args.threads} threads")
-    print(table(rows, args.epochs, len(train_set)))
+    text = table(rows, args.epochs, len(train_set))
+    print(text)
     with (out / "results.md").open("a") as f:
-        f.write(f"\n{time.strftime('%Y-%m-%d %H:%M')} {tag} threads={args.threads}\n{table(rows, args.epochs, len(train_set))}\n")
+        f.write(f"\n{time.strftime('%Y-%m-%d %H:%M')} {tag} threads={args.threads}\n{text}\n")
     return 0
 
 

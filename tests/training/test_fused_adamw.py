@@ -3,7 +3,6 @@ fused op per weight; compared with keras.optimizers.AdamW on the same model, dat
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from rtmdet_keras.training.detector import FusedAdamW
