@@ -89,3 +89,54 @@ def test_crowd_region_only_ignores_detections_of_its_own_class():
     # The same detection labelled "dog" falls in its own class's crowd region and is ignored.
     det.add(1, [[10, 10, 60, 60], [110, 20, 180, 80]], [0.9, 0.95], [0, 1])
     assert evaluate_detections(ds, det).metrics["bbox_mAP"] == pytest.approx(1.0)
+
+
+def _random_case(seed):
+    """Several images with boxes of every COCO area range, crowd regions, exact IoU ties and many
+    low-score detections near and far from the ground truth."""
+    rng = np.random.default_rng(seed)
+    recs, det = [], Detections()
+    for image_id in range(1, 9):
+        n = int(rng.integers(0, 7))
+        xy = rng.uniform(0, 300, (n, 2))
+        wh = (rng.choice([6.0, 20.0, 50.0, 120.0], n) * rng.uniform(0.8, 1.2, n))[:, None].repeat(2, 1)
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        labels = rng.integers(0, 2, n).astype(np.int32)
+        crowd = np.array([[0, 0, 150, 150]], np.float32) if image_id % 3 == 0 else np.zeros((0, 4), np.float32)
+        recs.append(ImageRecord(image_id, f"{image_id}.jpg", 420, 420, boxes, labels,
+                                crowd, np.zeros((len(crowd),), np.int32)))
+        if image_id == 8:
+            continue  # an image with no detections at all
+        k = int(rng.integers(0, 160))
+        jitter = boxes[rng.integers(0, max(n, 1), k)] if n else rng.uniform(0, 300, (k, 4)).astype(np.float32)
+        if n:
+            jitter = jitter + rng.normal(0, rng.choice([1.0, 8.0, 40.0], (k, 1)), (k, 4))
+        d_boxes = np.concatenate([np.minimum(jitter[:, :2], jitter[:, 2:]), np.maximum(jitter[:, :2], jitter[:, 2:])], 1)
+        if n:
+            d_boxes[:3] = boxes[0] + np.array([0, 0, 0.0, 0])  # duplicates: exact ties in IoU
+        scores = np.round(rng.uniform(0.001, 1, k), 2)  # rounded: ties in score too
+        det.add(image_id, d_boxes, scores, rng.integers(0, 2, k))
+    return DetectionDataset(recs, ["a", "b"], [3, 7], "mem"), det
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_matching_equals_pycocotools(seed):
+    """The evaluation's own result object and per-image matching give pycocotools' exact numbers."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from rtmdet_keras.evaluation import build_coco_ground_truth, detections_to_coco
+
+    ds, det = _random_case(seed)
+    ours = evaluate_detections(ds, det)
+
+    gt = COCO()
+    gt.dataset = build_coco_ground_truth(ds)
+    gt.createIndex()
+    stock = COCOeval(gt, gt.loadRes(detections_to_coco(ds, det)), "bbox")
+    stock.params.imgIds = sorted(gt.getImgIds())
+    stock.evaluate()
+    stock.accumulate()
+    stock.summarize()
+    assert [ours.metrics[k] for k in ours.metrics] == pytest.approx(list(stock.stats), abs=0, rel=0)
+    assert 0 < ours.metrics["bbox_mAP"] < 1  # a case that exercises matches and misses

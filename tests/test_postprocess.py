@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from rtmdet_keras.config import load_config
 from rtmdet_keras.postprocess import decode_and_nms
@@ -79,3 +80,35 @@ def test_works_inside_tf_function_with_unknown_batch():
     fn = tf.function(lambda o: decode_and_nms(o, cfg), input_signature=[spec])
     boxes, scores, labels, valid = (np.asarray(t) for t in fn(out))
     assert int(valid[0]) == 1 and boxes[0, 0] == pytest.approx((16, 8, 32, 24))
+
+
+def test_eval_batch_cache_keeps_small_splits_and_gives_the_same_detections(demo_config):
+    """Training's predictor decodes the validation split once and reuses it; the detections equal
+    those of the streaming pipeline, and a split over the memory budget streams instead."""
+    from rtmdet_keras.data import load_split
+    from rtmdet_keras.data.pipeline import build_eval_pipeline
+    from rtmdet_keras.models import build_model
+    from rtmdet_keras.postprocess import EvalBatchCache, detections_for_dataset
+    from rtmdet_keras.training.detector import make_dataset_predictor
+
+    demo_config.imgsz = (64, 64)
+    val = load_split(demo_config, "val")
+    cache = EvalBatchCache(demo_config, batch_size=3)
+    first = cache(val)
+    assert first is not None and cache(val) is first  # decoded once
+    streamed = list(build_eval_pipeline(val, demo_config, 3))
+    assert len(first) == len(streamed) == 3  # 8 images: 3 + 3 + 2
+    for (img_c, meta_c), (img_s, meta_s) in zip(first, streamed):
+        np.testing.assert_array_equal(img_c, img_s.numpy())
+        np.testing.assert_array_equal(meta_c["image_id"], meta_s["image_id"].numpy())
+    assert EvalBatchCache(demo_config, batch_size=3, max_bytes=8 * 64 * 64 * 3 - 1)(val) is None
+
+    network = build_model(demo_config)
+    predict = make_dataset_predictor(network, demo_config, batch_size=3)
+    step = tf.function(lambda images: decode_and_nms(network(tf.cast(images, tf.float32), training=False),
+                                                     demo_config))
+    cached, plain = predict(val), detections_for_dataset(step, val, demo_config, 3)
+    assert sorted(cached.boxes) == sorted(plain.boxes) == sorted(r.image_id for r in val.records)
+    for image_id in plain.boxes:
+        np.testing.assert_allclose(cached.boxes[image_id], plain.boxes[image_id], atol=1e-4)
+        np.testing.assert_allclose(cached.scores[image_id], plain.scores[image_id], atol=1e-6)

@@ -6,6 +6,7 @@ Each is usable in anyone's own ``fit`` call. The EMA callback lives in ``ema.py`
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable, Optional
@@ -80,12 +81,13 @@ class CocoEvalCallback(keras.callbacks.Callback):
         return (epoch_done % self.interval == 0 or epoch_done == self.max_epochs
                 or (self.dense_from is not None and epoch_done > self.dense_from))
 
+    def _weights(self):
+        """The EMA weights in the network for the block (the raw weights without an EMA)."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
+
     def evaluate(self):
         """Evaluate now (EMA weights if any) and return the :class:`CocoResult`."""
-        if self.ema is not None:
-            with self.ema.swapped():
-                detections = self.predict_fn(self.dataset)
-        else:
+        with self._weights():
             detections = self.predict_fn(self.dataset)
         return evaluate_detections(self.dataset, detections), detections
 
@@ -93,7 +95,15 @@ class CocoEvalCallback(keras.callbacks.Callback):
         done = epoch + 1
         if not self.due(done):
             return
-        result, detections = self.evaluate()
+        # One swap for the predictions and, when they are the best so far, the saved model.
+        with self._weights():
+            detections = self.predict_fn(self.dataset)
+            result = evaluate_detections(self.dataset, detections)
+            current = result.metrics["bbox_mAP"]
+            is_best = self.work_dir is not None and current > self.best_metric
+            if is_best:
+                self.best_metric, self.best_epoch = current, done
+                self._save_best(done, result)
         self.last_result = result
         self.print_fn(f"\nEpoch {done}: COCO bbox evaluation on {len(self.dataset)} validation images"
                       f"{' (EMA weights)' if self.ema is not None else ''}")
@@ -101,23 +111,17 @@ class CocoEvalCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["val_bbox_mAP"] = result.metrics["bbox_mAP"]
             logs["val_bbox_mAP_50"] = result.metrics["bbox_mAP_50"]
-        current = result.metrics["bbox_mAP"]
-        if self.work_dir is not None and current > self.best_metric:
-            self.best_metric, self.best_epoch = current, done
-            self._save_best(done, result)
+        if is_best:
             self.print_fn(f"new best bbox_mAP {current:.4f} at epoch {done}: {self.work_dir / BEST_NAME}")
         if self.tensorboard is not None:
             self.tensorboard.write_metrics(done, result.metrics)
             self.tensorboard.write_images(done, detections)
 
     def _save_best(self, epoch, result):
+        """Write the network as it is now (call it with the weights to keep swapped in)."""
         import json
 
-        if self.ema is not None:
-            with self.ema.swapped():
-                save_inference_model(self.network, self.work_dir / BEST_NAME)
-        else:
-            save_inference_model(self.network, self.work_dir / BEST_NAME)
+        save_inference_model(self.network, self.work_dir / BEST_NAME)
         info = {"epoch": epoch, "metrics": result.metrics}
         atomic_write(self.work_dir / (BEST_NAME + ".json"),
                      lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
-from rtmdet_keras.postprocess import decode_and_nms, detections_for_dataset
+from rtmdet_keras.postprocess import EvalBatchCache, decode_and_nms, detections_for_dataset
 from rtmdet_keras.training.assigner import DynamicSoftLabelAssigner
 from rtmdet_keras.training.losses import rtmdet_loss
 
@@ -154,11 +154,13 @@ def build_optimizer(cfg, learning_rate, network) -> keras.optimizers.Optimizer:
 
 def make_dataset_predictor(network, cfg, batch_size: int = 16):
     """Returns ``predict(dataset) -> Detections`` (original-image pixels) using the evaluation
-    transform, the network and :func:`decode_and_nms`."""
+    transform, the network and :func:`decode_and_nms`. The transformed split is kept in memory
+    between calls when it is small (:class:`EvalBatchCache`): training evaluates it many times."""
 
     @tf.function(reduce_retracing=True)
     def step(images):
         outputs = network(tf.cast(images, tf.float32), training=False)
         return decode_and_nms(outputs, cfg)
 
-    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size)
+    cache = EvalBatchCache(cfg, batch_size)
+    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size, batches=cache(dataset))

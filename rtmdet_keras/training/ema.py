@@ -65,6 +65,8 @@ class ExpMomentumEMA(keras.callbacks.Callback):
         self._step_update = update  # traced into the model's training step
         self._update_fn = tf.function(update)
         self._in_step = False
+        self._backup = None
+        self._swap_in = self._swap_out = None
 
     def set_model(self, model):
         if self._shadow is not None and model is not self.model:
@@ -107,15 +109,36 @@ class ExpMomentumEMA(keras.callbacks.Callback):
         self._ensure_built()
         return [s.numpy() for s in self._shadow]
 
+    def _build_swap(self):
+        # One graph call each way instead of a host round trip per weight (hundreds of them); the
+        # raw weights wait in a second set of variables, so the shadow stays the average throughout.
+        shadow, targets = self._shadow, self._targets
+        with tf.init_scope():
+            self._backup = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="ema_backup")
+                            for v in targets]
+        backup = self._backup
+
+        @tf.function
+        def swap_in():
+            for b, v, s in zip(backup, targets, shadow):
+                b.assign(tf.convert_to_tensor(v))
+                v.assign(tf.convert_to_tensor(s))
+
+        @tf.function
+        def swap_out():
+            for b, v in zip(backup, targets):
+                v.assign(tf.convert_to_tensor(b))
+
+        self._swap_in, self._swap_out = swap_in, swap_out
+
     @contextlib.contextmanager
     def swapped(self):
         """Temporarily load the averaged weights into the model."""
         self._ensure_built()
-        saved = [v.numpy() for v in self._targets]
-        for v, s in zip(self._targets, self._shadow):
-            v.assign(s.numpy())
+        if self._swap_in is None:
+            self._build_swap()
+        self._swap_in()
         try:
             yield
         finally:
-            for v, w in zip(self._targets, saved):
-                v.assign(w)
+            self._swap_out()

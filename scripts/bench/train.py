@@ -1,7 +1,7 @@
 """Real ``model.fit`` throughput: images/s, ms/step and CPU-seconds per image of a preset on a data set.
 
 ``python scripts/benchmark.py train [--config nano.yaml] [--data datasets/demo] [--imgsz 192] [--batch 32]
-[--steps 30] [--cases const,pipeline,train] [--stages 1 2] [--opt key=value ...]``
+[--steps 30] [--cases const,pipeline,train,yolo] [--stages 1 2] [--opt key=value ...]``
 
 The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.train`` builds them. Cases:
 
@@ -9,7 +9,12 @@ The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.trai
 - ``pipeline``: ``fit`` on the real augmentation pipeline, no callbacks, no progress bar;
 - ``train``: the real pipeline with the per-step callbacks train.py adds (NaN guard, EMA, TensorBoard,
   learning-rate logger) and the progress bar, as a training run has them (the per-epoch COCO evaluation
-  and checkpoint are not timed here; the vs_ultralytics harness times whole runs).
+  and checkpoint are not timed here; the vs_ultralytics harness times whole runs);
+- ``yolo``: Ultralytics YOLO11n from ``yolo11n.yaml`` on the same images, imgsz, batch and threads, in the
+  comparison harness's private venv (``vs_ultralytics.py``), its dataloader workers as its defaults have
+  them, no validation: ``--yolo-epochs`` epochs after a first one that is not timed (workers starting,
+  caches filling), stage 1 with Mosaic, stage 2 without (its ``close_mosaic``). Its images/s is the
+  training loop's, from the start of each timed epoch to its ``on_train_epoch_end``.
 
 Each case runs ``--warmup`` steps (tracing, cache fill) and then ``--steps`` timed steps in one ``fit``
 call; the cases take turns ``--rounds`` times and the median is printed, so a change of machine load
@@ -80,6 +85,54 @@ def train_callbacks(work_dir):
             LearningRateLogger()]
 
 
+YOLO_SPEED_DRIVER = r'''
+import json, sys, time
+args = json.loads(sys.argv[1])
+threads = int(args["threads"])
+import torch
+torch.set_num_threads(threads)
+import ultralytics.utils as uu
+import ultralytics.utils.torch_utils as tu
+uu.NUM_THREADS = tu.NUM_THREADS = threads
+from ultralytics import YOLO
+marks = {"start": [], "end": []}
+model = YOLO("yolo11n.yaml")
+model.add_callback("on_train_epoch_start", lambda trainer: marks["start"].append(time.perf_counter()))
+model.add_callback("on_train_epoch_end", lambda trainer: marks["end"].append(time.perf_counter()))
+model.train(data=args["data_yaml"], epochs=args["epochs"], imgsz=args["imgsz"], batch=args["batch"], device="cpu",
+            workers=args["workers"], project=args["out"], name="speed", exist_ok=True, pretrained=False, amp=False,
+            plots=False, val=False, seed=0, verbose=False, close_mosaic=0, mosaic=args["mosaic"])
+print("YOLO_EPOCH_SECONDS " + json.dumps([e - s for s, e in zip(marks["start"], marks["end"])]))
+'''
+
+
+def run_yolo(train_set, val_set, stage: int, args, work_dir) -> dict:
+    """Ultralytics YOLO11n's training-loop images/s (see the module docstring)."""
+    import json
+    import subprocess
+
+    from bench_vs import ultralytics_env, ultralytics_python, write_yolo_copy
+
+    py = ultralytics_python()
+    work_dir = Path(work_dir)
+    data_yaml = work_dir / "data" / "data.yaml"
+    if not data_yaml.exists():
+        write_yolo_copy(train_set, val_set, work_dir / "data")
+    driver = {"threads": args.threads, "data_yaml": str(data_yaml), "epochs": 1 + args.yolo_epochs,
+              "imgsz": args.imgsz, "batch": args.batch, "workers": args.yolo_workers, "out": str(work_dir),
+              "mosaic": 1.0 if stage == 1 else 0.0}
+    done = subprocess.run([str(py), "-c", YOLO_SPEED_DRIVER, json.dumps(driver)], cwd=work_dir, text=True,
+                          capture_output=True, env=ultralytics_env(py, work_dir / "config", args.threads))
+    line = [x for x in done.stdout.splitlines() if x.startswith("YOLO_EPOCH_SECONDS ")]
+    if done.returncode or not line:
+        raise RuntimeError(f"YOLO11n speed run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    seconds = json.loads(line[0].split(" ", 1)[1])[1:]
+    images = len(train_set) * len(seconds)
+    wall = sum(seconds)
+    # CPU ms/image: the driver and its dataloader workers are other processes; left out (nan).
+    return {"images_s": images / wall, "ms_step": 1000 * wall / (images / args.batch), "cpu_ms_image": float("nan")}
+
+
 def run_case(detector, pipe, case: str, steps: int, warmup: int, work_dir) -> dict:
     import tensorflow as tf
 
@@ -108,6 +161,10 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="const,pipeline,train")
     p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
     p.add_argument("--opt", nargs="*", default=[], help="extra --cfg-options (key=value)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads of the yolo case (TensorFlow uses the machine's)")
+    p.add_argument("--yolo-epochs", type=int, default=3, help="timed epochs of the yolo case")
+    p.add_argument("--yolo-workers", type=int, default=8, help="Ultralytics dataloader workers (its default)")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -128,6 +185,8 @@ def main(argv=None) -> int:
         train_set = load_split(cfg, "train")
         detector, pipes = build(cfg, train_set)
         cases = args.cases.split(",")
+        if "yolo" in cases:
+            val_set = load_split(cfg, "val")
         print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {cfg.name} at {args.imgsz} px, batch {args.batch}, "
               f"{len(train_set)} images of {data}; {args.steps} timed steps after {args.warmup}, {args.rounds} rounds; "
               f"options: {' '.join(args.opt) or 'none'}", flush=True)
@@ -135,7 +194,10 @@ def main(argv=None) -> int:
         for _ in range(args.rounds):
             for stage in args.stages:
                 for case in cases:
-                    r = run_case(detector, pipes[stage], case, args.steps, args.warmup, Path(tmp) / "tb")
+                    if case == "yolo":
+                        r = run_yolo(train_set, val_set, stage, args, Path(tmp) / "yolo")
+                    else:
+                        r = run_case(detector, pipes[stage], case, args.steps, args.warmup, Path(tmp) / "tb")
                     results[(stage, case)].append(r)
                     print(f"  stage {stage} {case:9s} {r['images_s']:6.1f} images/s {r['ms_step']:7.0f} ms/step "
                           f"{r['cpu_ms_image']:6.1f} CPU ms/image", flush=True)
@@ -145,6 +207,19 @@ def main(argv=None) -> int:
             print(f"| {stage} | {case} | {med['images_s']:.1f} | {med['ms_step']:.0f} | {med['cpu_ms_image']:.1f} |")
     return 0
 
+
+def _load_harness():
+    """``vs_ultralytics.py`` as module ``bench_vs`` (its private venv and data-set copy)."""
+    import importlib.util
+
+    if "bench_vs" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_vs", Path(__file__).with_name("vs_ultralytics.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_vs"] = module
+        spec.loader.exec_module(module)
+
+
+_load_harness()
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
