@@ -1,4 +1,4 @@
-"""Benchmarks: ``python scripts/benchmark.py {models,data,assigner,train,export,vs_ultralytics} [options]``.
+"""Benchmarks: ``python scripts/benchmark.py <part> [options]``, parts listed below.
 
 Each part lives in ``scripts/bench/<part>.py`` and defines ``main(argv)``. Figures go into
 ``docs/benchmarks.md`` together with the command that produced them. Timings are never asserted in
@@ -13,7 +13,8 @@ PARTS = {
     "models": "parameters, GFLOPs and Keras forward latency per preset",
     "data": "images/s of the stage-1 and stage-2 training pipelines",
     "assigner": "dynamic soft label assignment + losses per batch",
-    "train": "training steps/s",
+    "train": "training images/s of model.fit, stage 1 and 2 (and YOLO11n's with --cases ...,yolo)",
+    "evaluation": "what one COCO evaluation during training costs (predict, COCO, best-model save)",
     "export": "export time, .tflite size and interpreter latency",
     "ema_vs_raw": "COCO AP of the EMA and the raw weights of a run's checkpoints, epoch by epoch",
     "vs_ultralytics": "nano against YOLO11n on the same data, epochs and cores (accuracy, int8, wall time)",
