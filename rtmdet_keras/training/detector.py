@@ -157,7 +157,10 @@ def make_dataset_predictor(network, cfg, batch_size: int = 16):
     transform, the network and :func:`decode_and_nms`. The transformed split is kept in memory
     between calls when it is small (:class:`EvalBatchCache`): training evaluates it many times."""
 
-    @tf.function(reduce_retracing=True)
+    h, w = (int(v) for v in cfg.imgsz)
+
+    # One trace for every batch size (the last batch of a split is usually partial).
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
     def step(images):
         outputs = network(tf.cast(images, tf.float32), training=False)
         return decode_and_nms(outputs, cfg)

@@ -27,7 +27,7 @@ def test_pieces_of_the_schedule():
 
 
 def test_mmdetection_recipe_for_a_long_run():
-    cfg = load_config("tiny")  # lr 0.004 at batch 256, run at batch 32
+    cfg = load_config("s")  # lr 0.004 at batch 256, run at batch 32
     assert scaled_lr(cfg) == pytest.approx(0.0005)
     s = training_schedule(cfg, steps_per_epoch=100)  # 300 epochs: 30000 steps, warm-up stays 1000
     assert s.warmup_steps == 1000 and s.cosine_start == 150 * 100 and s.cosine_end == 300 * 100
