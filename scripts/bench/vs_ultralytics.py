@@ -244,7 +244,7 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.config, base_overrides(args))
     train_set, val_set = load_split(cfg, "train"), load_split(cfg, "val")
-    out = Path(args.out or ROOT / "work_dirs" / "vs_ultralytics" / Path(args.data).resolve().name)
+    out = Path(args.out or ROOT / "work_dirs" / "vs_ultralytics" / Path(args.data).resolve().name).resolve()
     tag = f"e{args.epochs}_s{args.imgsz}_b{args.batch}" + (f"_seed{args.seed}" if args.seed else "")
     rows = {}
     yolo_dir = out / f"yolo11n_{tag}"
