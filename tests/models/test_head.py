@@ -36,8 +36,8 @@ def test_separate_convs_and_init():
     cls_kernel, cls_bias = model.get_layer("bbox_head.rtm_cls.1").get_weights()
     np.testing.assert_allclose(cls_bias, -math.log(99.0), rtol=1e-6)  # prior probability 0.01: -4.59512
     np.testing.assert_allclose(model.get_layer("bbox_head.rtm_reg.0").get_weights()[1], 2.0)  # nano's reg_prior
-    tiny, _ = _head(small_cfg("tiny", num_classes=2), share=True)
-    assert not tiny.get_layer("bbox_head.rtm_reg.0").get_weights()[1].any()  # mmdetection's init
+    large, _ = _head(small_cfg("s", num_classes=2), share=True)
+    assert not large.get_layer("bbox_head.rtm_reg.0").get_weights()[1].any()  # mmdetection's init
     tower = model.get_layer("bbox_head.cls_convs.0.0.conv").get_weights()[0]
     assert abs(float(tower.std()) - 0.01) < 0.001 and abs(float(cls_kernel.std()) - 0.01) < 0.002
 
