@@ -149,13 +149,12 @@ def _match_image(self, imgId, catId, aRng, maxDet):
     }
 
 
-def make_cocoeval(gt, dt, fast: bool = True):
-    """``COCOeval(gt, dt, "bbox")``; with ``fast`` its per-image matching is :func:`_match_image`."""
+def make_cocoeval(gt, dt):
+    """``COCOeval(gt, dt, "bbox")`` whose per-image matching is :func:`_match_image`."""
     from pycocotools.cocoeval import COCOeval
 
     ev = COCOeval(gt, dt, "bbox")
-    if fast:
-        ev.evaluateImg = _match_image.__get__(ev)
+    ev.evaluateImg = _match_image.__get__(ev)
     return ev
 
 

@@ -85,11 +85,15 @@ class CocoEvalCallback(keras.callbacks.Callback):
         """The EMA weights in the network for the block (the raw weights without an EMA)."""
         return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
 
-    def evaluate(self):
-        """Evaluate now (EMA weights if any) and return the :class:`CocoResult`."""
-        with self._weights():
-            detections = self.predict_fn(self.dataset)
+    def _score(self):
+        """``(CocoResult, detections)`` of the network with the weights it holds now."""
+        detections = self.predict_fn(self.dataset)
         return evaluate_detections(self.dataset, detections), detections
+
+    def evaluate(self):
+        """Evaluate now (EMA weights if any) and return ``(CocoResult, detections)``."""
+        with self._weights():
+            return self._score()
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
@@ -97,8 +101,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
             return
         # One swap for the predictions and, when they are the best so far, the saved model.
         with self._weights():
-            detections = self.predict_fn(self.dataset)
-            result = evaluate_detections(self.dataset, detections)
+            result, detections = self._score()
             current = result.metrics["bbox_mAP"]
             is_best = self.work_dir is not None and current > self.best_metric
             if is_best:

@@ -65,7 +65,6 @@ class ExpMomentumEMA(keras.callbacks.Callback):
         self._step_update = update  # traced into the model's training step
         self._update_fn = tf.function(update)
         self._in_step = False
-        self._backup = None
         self._swap_in = self._swap_out = None
 
     def set_model(self, model):
@@ -114,9 +113,7 @@ class ExpMomentumEMA(keras.callbacks.Callback):
         # raw weights wait in a second set of variables, so the shadow stays the average throughout.
         shadow, targets = self._shadow, self._targets
         with tf.init_scope():
-            self._backup = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="ema_backup")
-                            for v in targets]
-        backup = self._backup
+            backup = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="ema_backup") for v in targets]
 
         @tf.function
         def swap_in():

@@ -85,16 +85,8 @@ def train_callbacks(work_dir):
             LearningRateLogger()]
 
 
-YOLO_SPEED_DRIVER = r'''
-import json, sys, time
-args = json.loads(sys.argv[1])
-threads = int(args["threads"])
-import torch
-torch.set_num_threads(threads)
-import ultralytics.utils as uu
-import ultralytics.utils.torch_utils as tu
-uu.NUM_THREADS = tu.NUM_THREADS = threads
-from ultralytics import YOLO
+def yolo_speed_driver(harness) -> str:
+    return harness.YOLO_PREAMBLE + r'''
 marks = {"start": [], "end": []}
 model = YOLO("yolo11n.yaml")
 model.add_callback("on_train_epoch_start", lambda trainer: marks["start"].append(time.perf_counter()))
@@ -111,18 +103,17 @@ def run_yolo(train_set, val_set, stage: int, args, work_dir) -> dict:
     import json
     import subprocess
 
-    from bench_vs import ultralytics_env, ultralytics_python, write_yolo_copy
-
-    py = ultralytics_python()
+    harness = _harness()
+    py = harness.ultralytics_python()
     work_dir = Path(work_dir)
     data_yaml = work_dir / "data" / "data.yaml"
     if not data_yaml.exists():
-        write_yolo_copy(train_set, val_set, work_dir / "data")
+        harness.write_yolo_copy(train_set, val_set, work_dir / "data")
     driver = {"threads": args.threads, "data_yaml": str(data_yaml), "epochs": 1 + args.yolo_epochs,
               "imgsz": args.imgsz, "batch": args.batch, "workers": args.yolo_workers, "out": str(work_dir),
               "mosaic": 1.0 if stage == 1 else 0.0}
-    done = subprocess.run([str(py), "-c", YOLO_SPEED_DRIVER, json.dumps(driver)], cwd=work_dir, text=True,
-                          capture_output=True, env=ultralytics_env(py, work_dir / "config", args.threads))
+    done = subprocess.run([str(py), "-c", yolo_speed_driver(harness), json.dumps(driver)], cwd=work_dir, text=True,
+                          capture_output=True, env=harness.ultralytics_env(py, work_dir / "config", args.threads))
     line = [x for x in done.stdout.splitlines() if x.startswith("YOLO_EPOCH_SECONDS ")]
     if done.returncode or not line:
         raise RuntimeError(f"YOLO11n speed run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -208,8 +199,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _load_harness():
-    """``vs_ultralytics.py`` as module ``bench_vs`` (its private venv and data-set copy)."""
+def _harness():
+    """``vs_ultralytics.py`` (its private venv and data-set copy), loaded when the yolo case runs."""
     import importlib.util
 
     if "bench_vs" not in sys.modules:
@@ -217,9 +208,8 @@ def _load_harness():
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench_vs"] = module
         spec.loader.exec_module(module)
+    return sys.modules["bench_vs"]
 
-
-_load_harness()
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))

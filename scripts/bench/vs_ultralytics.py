@@ -37,7 +37,9 @@ ULTRALYTICS_VERSION = "8.4.190"
 ULTRALYTICS_PACKAGES = [f"ultralytics=={ULTRALYTICS_VERSION}", "litert-torch>=0.10.0", "ai-edge-litert>=2.3.0",
                         "ai-edge-quantizer>=0.10.0"]
 
-YOLO_DRIVER = r'''
+# Start of every driver run in the private venv: its arguments (JSON in argv[1]) and torch set to
+# ``threads`` threads, Ultralytics' own thread count included.
+YOLO_PREAMBLE = r'''
 import json, os, sys, time
 from pathlib import Path
 args = json.loads(sys.argv[1])
@@ -48,6 +50,9 @@ import ultralytics.utils as uu
 import ultralytics.utils.torch_utils as tu
 uu.NUM_THREADS = tu.NUM_THREADS = threads
 from ultralytics import YOLO
+'''
+
+YOLO_DRIVER = YOLO_PREAMBLE + r'''
 out = Path(args["out"])
 
 def predict(model, images, **kw):
