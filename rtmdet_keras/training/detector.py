@@ -41,6 +41,16 @@ class RTMDetDetector(keras.Model):
         self.box_loss_tracker = keras.metrics.Mean(name="loss_bbox")
         self._step_hooks = []
 
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # The optimiser's slots are made now, not by the first training step: variables created inside a
+        # tf.function's first trace make TensorFlow trace it a second time, which took a third of the
+        # first step (docs/benchmarks.md, "Whole runs"). Built as Keras' apply() would build them.
+        optimizer = self.optimizer
+        if optimizer is not None and not optimizer.built:
+            with keras.name_scope(optimizer.name, caller=optimizer):
+                optimizer.build(self.trainable_variables)
+
     def attach_step_hook(self, fn) -> None:
         """Run ``fn()`` (TensorFlow ops, e.g. an EMA update) inside every training step, after the
         optimiser has applied the gradients. Called from a callback's ``on_train_begin``, the training

@@ -72,3 +72,20 @@ def test_weight_decay_skips_batchnorm_and_biases():
     decayed = {v.path for v in net.trainable_variables if opt._use_weight_decay(v)}
     assert decayed == {v.path for v in net.trainable_variables if v.path.endswith("kernel")}
     assert any("bn_p3" in v.path for v in net.trainable_variables if not opt._use_weight_decay(v))
+
+
+def test_training_step_is_traced_once(monkeypatch):
+    """compile() builds the optimiser's slots, so the first fit step does not create variables and
+    TensorFlow traces the training step once, not twice (a third of a short run's first step)."""
+    cfg = load_config("nano", ["num_classes=1", "imgsz=64"])
+    det = RTMDetDetector(_tiny_network(cfg), cfg)
+    det.compile(optimizer=build_optimizer(cfg, 1e-3, det.network))
+    assert det.optimizer.built
+    assert {v.path.split("/")[0] for v in det.optimizer.variables} == {det.optimizer.name}
+    traces = []
+    step = RTMDetDetector.train_step
+    monkeypatch.setattr(RTMDetDetector, "train_step", lambda self, data: traces.append(1) or step(self, data))
+    x, y = _data(8, 64, 64, np.random.default_rng(0))
+    det.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert int(det.optimizer.iterations.numpy()) == 4
