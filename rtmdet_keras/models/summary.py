@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Dict
 
 import click
+import keras
 import numpy as np
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
@@ -65,7 +66,8 @@ _MMCV_ELEMENTWISE = {  # per element of the call's input (in) or output (out), a
 
 
 def _call_macs(layer, node, convention: str) -> int:
-    kind = type(layer).__name__
+    # FusedBatchNormalization counts as the BatchNormalization it is.
+    kind = "BatchNormalization" if isinstance(layer, keras.layers.BatchNormalization) else type(layer).__name__
     out_shape = tuple(node.output_tensors[0].shape)
     if any(d is None for d in out_shape[1:]):
         raise ValueError(f"{layer.name}: output shape {out_shape} is not static; build with a fixed imgsz")

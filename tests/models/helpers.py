@@ -24,7 +24,7 @@ def randomize_weights(model, seed=0):
         weights = layer.get_weights()
         if not weights:
             continue
-        if type(layer).__name__ == "BatchNormalization":
+        if type(layer).__name__.endswith("BatchNormalization"):  # FusedBatchNormalization too
             gamma, beta, mean, var = weights
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
                                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])

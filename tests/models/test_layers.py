@@ -1,12 +1,13 @@
 """Blocks and custom layers: PyTorch padding worked out by hand, the hard-sigmoid form, nearest
-upsampling (values and the single TFLite op), input normalisation, the SPP pool chain."""
+upsampling (values and the single TFLite op), input normalisation, the SPP pool chain, the fused
+training BatchNorm against Keras' own and a NumPy reference."""
 
 import keras
 import numpy as np
 import pytest
 
 from rtmdet_keras.models.layers import (
-    HardSigmoid, InputNormalization, NearestUpsample, conv_bn_act, keras3_context, spp_bottleneck, spp_pool_chain,
+    FusedBatchNormalization, HardSigmoid, InputNormalization, NearestUpsample, conv_bn_act, keras3_context, spp_bottleneck, spp_pool_chain,
 )
 from rtmdet_keras.models.twin import tf_keras_context, tf_keras_custom_layers
 
@@ -132,3 +133,70 @@ def test_spp_chain_equals_parallel_5_9_13_pools(chain):
         want.append(pooled)
     np.testing.assert_allclose(got, np.concatenate(want, axis=-1), rtol=1e-6)
     assert sum(type(layer).__name__ == "MaxPooling2D" for layer in model.layers) == 12 // (chain - 1)
+
+
+def _bn_pair(channels, momentum=0.9, epsilon=1e-5):
+    stock = keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon)
+    fused = FusedBatchNormalization(momentum=momentum, epsilon=epsilon)
+    rng = np.random.default_rng(1)
+    weights = [rng.uniform(0.5, 1.5, channels), rng.normal(0, 1, channels), rng.normal(0, 1, channels),
+               rng.uniform(0.5, 2.0, channels)]
+    for bn in (stock, fused):
+        bn.build((None, 6, 5, channels))
+        bn.set_weights([w.astype(np.float32) for w in weights])
+    return stock, fused, weights
+
+
+def test_fused_batchnorm_trains_like_keras_and_updates_stats_like_pytorch():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(4, 6, 5, 3)) * 2.0 + 3.0).astype(np.float32)
+    stock, fused, (gamma, beta, mean0, var0) = _bn_pair(3)
+    outs, grads = [], []
+    for bn in (stock, fused):
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = bn(xt, training=True)
+            loss = tf.reduce_sum(y * y * x)  # a loss whose gradient reaches mean and variance
+        outs.append(y.numpy())
+        grads.append([g.numpy() for g in tape.gradient(loss, [xt, bn.gamma, bn.beta])])
+    # Output: the batch statistics (biased variance), worked out in float64.
+    m, v = x.astype(np.float64).mean((0, 1, 2)), x.astype(np.float64).var((0, 1, 2))
+    expected = (x - m) / np.sqrt(v + 1e-5) * gamma + beta
+    np.testing.assert_allclose(outs[1], expected, atol=2e-5)
+    np.testing.assert_allclose(outs[1], outs[0], atol=2e-5)
+    for g_fused, g_stock in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(g_fused, g_stock, rtol=1e-4, atol=1e-3)
+    # Moving statistics: mean as Keras; variance from the unbiased batch variance (PyTorch's).
+    n = x.shape[0] * x.shape[1] * x.shape[2]
+    np.testing.assert_allclose(fused.moving_mean.numpy(), 0.9 * mean0 + 0.1 * m, rtol=1e-5)
+    np.testing.assert_allclose(stock.moving_mean.numpy(), 0.9 * mean0 + 0.1 * m, rtol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), 0.9 * var0 + 0.1 * v * n / (n - 1), rtol=1e-5)
+    np.testing.assert_allclose(stock.moving_variance.numpy(), 0.9 * var0 + 0.1 * v, rtol=1e-5)
+
+
+def test_fused_batchnorm_inference_is_keras_own_and_reloads(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+    stock, fused, _ = _bn_pair(3)
+    np.testing.assert_array_equal(fused(x, training=False).numpy(), stock(x, training=False).numpy())
+    inp = keras.Input((6, 5, 3))
+    model = keras.Model(inp, FusedBatchNormalization(epsilon=1e-5, name="bn")(inp))
+    model.get_layer("bn").set_weights(stock.get_weights())
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded.get_layer("bn")) is FusedBatchNormalization
+    np.testing.assert_array_equal(loaded(x).numpy(), stock(x, training=False).numpy())
+
+
+def test_keras_blocks_use_the_fused_batchnorm_and_tf_keras_its_own():
+    import tf_keras
+
+    for make_ctx, cls in ((keras3_context, FusedBatchNormalization),
+                          (tf_keras_context, tf_keras.layers.BatchNormalization)):
+        ctx = make_ctx()
+        inp = ctx.module.Input((8, 8, 3))
+        model = ctx.Model(inp, conv_bn_act(ctx, inp, 4, 3, name="c"))
+        assert type(model.get_layer("c.bn")) is cls
