@@ -8,7 +8,9 @@ export's or Keras' ``model.export``) or any ``.tflite`` of the export (float32, 
 Every form goes through the evaluation transform (letterbox), the same
 :func:`~rtmdet_keras.postprocess.decode_and_nms` (``cfg.test``: score 0.001, NMS IoU 0.65, 300 per
 image) and the mapping back to original-image pixels; Keras models through the very predictor that
-training uses (:func:`~rtmdet_keras.training.detector.make_dataset_predictor`).
+training uses (:func:`~rtmdet_keras.training.detector.make_dataset_predictor`). After the COCO tables
+come precision, recall and F1 per class at one score threshold (:mod:`rtmdet_keras.operating_point`),
+and the command draws ``pr_curve.png`` and ``confusion_matrix.png`` (:mod:`rtmdet_keras.evaluation_plots`).
 
 Also here, because export and predict share them: reading a command's config and model arguments
 (:func:`command_config_and_model`) and loading a model (:func:`load_network`, :func:`load_model_runner`).
@@ -356,11 +358,16 @@ def make_runner_predictor(runner: Callable, cfg, batch_size: int = 16):
 
 
 def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = None, dataset=None,
-             print_fn=print):
+             print_fn=print, score_thr: Optional[float] = None, plots_dir=None):
     """COCO bbox evaluation of ``model_path`` (``.keras``, ``.ckpt.npz``, SavedModel or ``.tflite``) on
-    ``dataset`` (default: the config's validation split). Prints pycocotools' 12-line summary and the
-    per-class table; returns the :class:`~rtmdet_keras.evaluation.CocoResult`."""
+    ``dataset`` (default: the config's validation split). Prints pycocotools' 12-line summary, the
+    per-class AP table and a per-class table of TP / FP / FN, precision, recall and F1 at
+    ``score_thr`` (default: the F1-optimal threshold over all classes; see
+    :mod:`rtmdet_keras.operating_point`). With ``plots_dir``, writes ``pr_curve.png`` and
+    ``confusion_matrix.png`` there. Returns the :class:`~rtmdet_keras.evaluation.CocoResult`, its
+    ``operating_point`` and ``plots`` (name -> path) filled in."""
     from rtmdet_keras.evaluation import evaluate_detections
+    from rtmdet_keras.operating_point import operating_point
 
     if dataset is None:
         from rtmdet_keras.data import load_split
@@ -383,7 +390,30 @@ def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = Non
     print_fn(f"{model_path} ({runner.kind}) on {len(dataset)} images of {dataset.source} at "
              f"{cfg.imgsz[0]}x{cfg.imgsz[1]}: {seconds:.1f} s ({seconds / max(len(dataset), 1) * 1000:.1f} ms/image)")
     print_fn(result.report().rstrip())
+    result.operating_point = operating_point(dataset, detections, score_thr)
+    print_fn(result.operating_point.table().rstrip())
+    if plots_dir is not None:
+        from rtmdet_keras.evaluation_plots import write_evaluation_plots
+
+        ap50 = {r["class"]: r["ap50"] for r in result.per_class}
+        result.plots = write_evaluation_plots(result.operating_point, plots_dir, ap50)
+        print_fn("wrote " + ", ".join(str(p) for p in result.plots.values()))
     return result
+
+
+def default_plots_dir(model_path, json_out=None) -> Path:
+    """Where the command writes its plots when no ``--plots-dir`` is given: beside ``--json`` when
+    there is one, else ``<model name>_eval/`` beside the model, so evaluating the float and the int8
+    model of one work dir keeps both sets of pictures."""
+    if json_out:
+        return Path(json_out).resolve().parent
+    model_path = Path(model_path)
+    stem = model_path.name
+    for suffix in (CHECKPOINT_SUFFIX,) + KERAS_SUFFIXES + (".tflite",):
+        if stem.endswith(suffix):
+            stem = stem[:-len(suffix)]
+            break
+    return model_path.resolve().parent / f"{stem}_eval"
 
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -393,16 +423,41 @@ def evaluate(cfg, model_path, batch_size: int = 16, threads: Optional[int] = Non
 @click.option("--checkpoint", default=None, help="A .keras model, epoch_N.ckpt.npz or SavedModel folder.")
 @click.option("--batch", "batch_size", type=int, default=16, show_default=True, help="Images per batch.")
 @click.option("--threads", type=int, default=None, help="Interpreter / TensorFlow threads.")
-@click.option("--json", "json_out", default=None, help="Also write the metrics to this JSON file.")
-def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, threads, json_out):
-    """COCO bbox metrics of a .keras, epoch_N.ckpt.npz, SavedModel or .tflite on the validation split.
+@click.option("--json", "json_out", default=None,
+              help="Also write the metrics, the per-class precision / recall / F1 at the score threshold, the "
+                   "threshold and the confusion matrix to this JSON file.")
+@click.option("--score-thr", type=float, default=None,
+              help="Score threshold for the precision / recall table and the confusion matrix "
+                   "[default: the F1-optimal one over all classes, which is printed].")
+@click.option("--plots-dir", default=None,
+              help="Folder for pr_curve.png and confusion_matrix.png [default: the --json file's folder, "
+                   "else MODEL_NAME_eval/ beside the model].")
+@click.option("--no-plots", is_flag=True, help="Write no pictures (the tables are still printed).")
+def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, threads, json_out, score_thr,
+                     plots_dir, no_plots):
+    """COCO bbox metrics of a .keras, epoch_N.ckpt.npz, SavedModel or .tflite on the validation split,
+    then precision, recall and F1 per class at one score threshold (IoU 0.5), pr_curve.png and
+    confusion_matrix.png.
 
     \b
     python -m rtmdet_keras.evaluate configs/nano.yaml work_dirs/nano/nano_int8.tflite
     rtmdet evaluate --config nano --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras --batch 32
+    rtmdet evaluate work_dirs/nano/nano_int8.tflite --score-thr 0.4 --json eval/int8.json
+
+    The default threshold is the one with the best F1 over all classes (summed TP, FP, FN); set
+    --score-thr to the threshold the device will use to see its precision and recall.
     """
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch")
+    if score_thr is not None and not 0.0 <= score_thr <= 1.0:
+        raise click.BadParameter(f"{score_thr} is not a score: give a value from 0 to 1", param_hint="--score-thr")
+    if no_plots and plots_dir:
+        raise click.UsageError("--plots-dir and --no-plots contradict each other; give one")
+    if not no_plots:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # say so before minutes of evaluation
+            raise click.ClickException("the plots need matplotlib: pip install matplotlib, or add --no-plots")
     if threads is not None:
         if threads < 1:
             raise click.BadParameter("must be at least 1", param_hint="--threads")
@@ -410,13 +465,28 @@ def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, 
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint, tflite=tflite)
     from rtmdet_keras.data.records import DatasetError
 
+    if not no_plots and plots_dir is None:
+        plots_dir = default_plots_dir(model_path, json_out)
+    # Create the output folders now: an unwritable one is one line before the evaluation, not a
+    # traceback after it.
+    for folder, what in ((None if no_plots else plots_dir, "--plots-dir"),
+                         (Path(json_out).parent if json_out else None, "--json")):
+        if folder is not None:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise click.BadParameter(f"cannot create the folder {folder}: {e.strerror or e}", param_hint=what)
     try:
-        result = evaluate(cfg, model_path, batch_size=batch_size, threads=threads, print_fn=click.echo)
+        result = evaluate(cfg, model_path, batch_size=batch_size, threads=threads, print_fn=click.echo,
+                          score_thr=score_thr, plots_dir=None if no_plots else plots_dir)
     except (ModelLoadError, DatasetError) as e:
         raise click.ClickException(str(e)) from None
     if json_out:
-        Path(json_out).write_text(json.dumps({"model": str(model_path), "metrics": result.metrics,
-                                              "per_class": result.per_class}, indent=2) + "\n")
+        Path(json_out).write_text(json.dumps({
+            "model": str(model_path), "metrics": result.metrics, "per_class": result.per_class,
+            "operating_point": result.operating_point.to_json(),
+            "plots": {k: str(v) for k, v in result.plots.items()},
+        }, indent=2) + "\n")
 
 
 def _set_tf_threads(threads: int) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import copy
 import io
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -44,6 +44,10 @@ class CocoResult:
     metrics: Dict[str, float]  # METRIC_NAMES -> value (COCO's -1 where undefined)
     summary: str  # pycocotools' 12-line summary, verbatim
     per_class: List[dict]  # [{"class", "ap", "ap50", "ap75", "gts", "dets"}]
+    # Set by rtmdet_keras.evaluate.evaluate: precision / recall / confusion matrix at one score
+    # threshold (rtmdet_keras.operating_point.OperatingPoint) and the plots written, name -> path.
+    operating_point: Optional[object] = None
+    plots: Dict[str, object] = field(default_factory=dict)
 
     def table(self) -> str:
         return format_per_class_table(self.per_class)

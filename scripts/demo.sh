@@ -25,10 +25,10 @@ echo "== 3/5 export float32 and full-int8 TFLite"
     --cfg-options "${opts[@]}"
 echo "== 4/5 evaluate the int8 .tflite"
 "$py" -m rtmdet_keras.evaluate configs/nano.yaml "$work/nano_int8.tflite" --cfg-options "${opts[@]}" \
-    --json "$work/eval_int8.json"
+    --json "$work/eval_int8.json" --plots-dir "$work/eval_int8"
 echo "== 5/5 evaluate the float Keras model for comparison"
 "$py" -m rtmdet_keras.evaluate configs/nano.yaml "$work/best_coco_bbox_mAP.keras" --cfg-options "${opts[@]}" \
-    --json "$work/eval_float.json"
+    --json "$work/eval_float.json" --plots-dir "$work/eval_float"
 "$py" - "$work" <<'PY'
 import json, sys
 from pathlib import Path

@@ -2,14 +2,16 @@
 (letterbox, decode, NMS, mapping back), Keras / SavedModel / .tflite / .ckpt.npz of the same weights
 agree, mismatched configs and arguments give messages, not tracebacks."""
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from rtmdet_keras.config import load_config
 from rtmdet_keras.evaluate import (
-    ModelLoadError, command_config_and_model, evaluate, evaluate_command, load_network, make_runner_predictor,
-    model_kind,
+    ModelLoadError, command_config_and_model, default_plots_dir, evaluate, evaluate_command, load_model_runner,
+    load_network, make_runner_predictor, model_kind,
 )
 
 
@@ -194,3 +196,78 @@ def test_evaluate_command(nano_forms, demo_dataset):
     r = CliRunner().invoke(evaluate_command, ["nano", str(paths["int8"]), "--cfg-options", "data_root=/no/such/data",
                                               "num_classes=2", "imgsz=64"])
     assert r.exit_code != 0 and "/no/such/data" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_default_plots_dir(tmp_path):
+    assert default_plots_dir(tmp_path / "nano_int8.tflite") == tmp_path.resolve() / "nano_int8_eval"
+    assert default_plots_dir(tmp_path / "epoch_3.ckpt.npz") == tmp_path.resolve() / "epoch_3_eval"
+    assert default_plots_dir(tmp_path / "m.keras", json_out=tmp_path / "out" / "m.json") == (tmp_path / "out").resolve()
+
+
+@pytest.mark.slow
+def test_evaluate_writes_plots_and_precision_recall_at_the_threshold(nano_forms, demo_dataset, tmp_path):
+    """The command on the int8 .tflite and the function on the .keras: PNGs of the promised size, and
+    confusion-matrix counts that are stock pycocotools' matches at IoU 0.5 on the same detections."""
+    from PIL import Image
+
+    from rtmdet_keras.data import load_split
+    from rtmdet_keras.evaluation_plots import PR_FIGSIZE, confusion_matrix_figsize, figure_pixels
+    from tests.test_operating_point import cocoeval_counts
+
+    cfg, _, out, paths = nano_forms
+    sizes = {"pr_curve": figure_pixels(PR_FIGSIZE), "confusion_matrix": figure_pixels(confusion_matrix_figsize(2))}
+    report_path = tmp_path / "int8" / "eval.json"
+    args = ["nano", str(paths["int8"]), "--cfg-options", f"data_root={demo_dataset}", "num_classes=2", "imgsz=64",
+            "--batch", "4", "--threads", "2", "--json", str(report_path)]
+    r = CliRunner().invoke(evaluate_command, args)
+    assert r.exit_code == 0, r.output
+    point = json.loads(report_path.read_text())["operating_point"]
+    thr = point["score_thr"]
+    assert point["chosen_by"].startswith("F1-optimal") and f"At score >= {thr:.4g}" in r.output
+    for name, size in sizes.items():
+        path = report_path.parent / f"{name}.png"  # beside the JSON
+        assert json.loads(report_path.read_text())["plots"][name] == str(path.resolve())
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == size
+
+    val = load_split(cfg, "val")
+    detections = make_runner_predictor(load_model_runner(cfg, paths["int8"], threads=2), cfg, batch_size=4)(val)
+    counts = cocoeval_counts(val, detections, thr)
+    m = np.array(point["confusion_matrix"]["counts"])
+    assert m.shape == (3, 3) and point["confusion_matrix"]["labels"] == ["circle", "square", "background"]
+    assert [int(m[k, k]) for k in range(2)] == [tp for tp, _, _ in counts] == [c["tp"] for c in point["per_class"]]
+    assert [int(m[k].sum()) for k in range(2)] == [n for _, n, _ in counts] == [c["dets"] for c in point["per_class"]]
+    assert [int(m[:, k].sum()) for k in range(2)] == [g for _, _, g in counts]
+    assert m[:, :2].sum() == sum(len(rec.boxes) for rec in val.records) > 0
+    assert point["all"]["tp"] == sum(tp for tp, _, _ in counts) and m[2, 2] == 0
+    assert point["all"]["tp"] > 0  # the seeded random network hits a few boxes: counts worth comparing
+    for c, (tp, n, g) in zip(point["per_class"], counts):
+        assert c["precision"] == pytest.approx(tp / n if n else 0.0)
+        assert c["recall"] == pytest.approx(tp / g if g else 0.0)
+
+    # The Keras path, threshold given: at 0 every detection counts, so the rows hold COCO's per-class
+    # detection counts and the columns its ground-truth counts.
+    res = evaluate(cfg, out / "best_coco_bbox_mAP.keras", batch_size=4, print_fn=lambda *a: None, score_thr=0.0,
+                   plots_dir=tmp_path / "keras")
+    kp = res.operating_point
+    assert kp.chosen_by == "given" and kp.score_thr == 0.0
+    assert [int(kp.confusion[k].sum()) for k in range(2)] == [c["dets"] for c in res.per_class]
+    assert [int(kp.confusion[:, k].sum()) for k in range(2)] == [c["gts"] for c in res.per_class]
+    for name, size in sizes.items():
+        assert res.plots[name] == tmp_path / "keras" / f"{name}.png"
+        with Image.open(res.plots[name]) as im:
+            assert im.size == size
+
+
+def test_evaluate_command_refuses_bad_plot_options(tmp_path):
+    model = tmp_path / "nano_int8.tflite"
+    model.write_bytes(b"x")
+    r = CliRunner().invoke(evaluate_command, ["nano", str(model), "--score-thr", "1.5"])
+    assert r.exit_code != 0 and "--score-thr" in r.output and "from 0 to 1" in r.output
+    r = CliRunner().invoke(evaluate_command, ["nano", str(model), "--no-plots", "--plots-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "contradict" in r.output
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    r = CliRunner().invoke(evaluate_command, ["nano", str(model), "--plots-dir", str(blocker / "sub")])
+    assert r.exit_code != 0 and "--plots-dir" in r.output and str(blocker / "sub") in r.output
+    assert "Traceback" not in r.output
