@@ -38,4 +38,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # This checkout's package first, whatever an editable install elsewhere points at.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main(sys.argv[1:]))

@@ -19,6 +19,11 @@ The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.trai
 Each case runs ``--warmup`` steps (tracing, cache fill) and then ``--steps`` timed steps in one ``fit``
 call; the cases take turns ``--rounds`` times and the median is printed, so a change of machine load
 hits them alike: compare the cases as ratios measured in one run.
+
+``--stock-bn`` builds a second detector whose BatchNorms are Keras' own (``keras.layers.BatchNormalization``,
+unfused in training) instead of :class:`~rtmdet_keras.models.layers.FusedBatchNormalization`, and runs
+every nano case on both, taking turns (rows ``<case>+stock_bn``); the first warm-up of each detector (the
+training step's trace and first run) is printed as ``first call``.
 """
 
 from __future__ import annotations
@@ -62,14 +67,23 @@ class _Timer:
                 "cpu_ms_image": 1000 * cpu / (steps * batch)}
 
 
-def build(cfg, train_set):
+def build(cfg, train_set, stock_bn: bool = False):
+    import keras
+
     from rtmdet_keras.data.pipeline import build_stage_pipelines
     from rtmdet_keras.models import build_model
+    from rtmdet_keras.models import layers
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
     from rtmdet_keras.training.schedule import training_schedule
 
     pipes = dict(enumerate(build_stage_pipelines(train_set, cfg), start=1))
-    network = build_model(cfg)
+    fused = layers.KERAS3_CUSTOM_LAYERS.BatchNormalization
+    if stock_bn:
+        layers.KERAS3_CUSTOM_LAYERS.BatchNormalization = keras.layers.BatchNormalization
+    try:
+        network = build_model(cfg)
+    finally:
+        layers.KERAS3_CUSTOM_LAYERS.BatchNormalization = fused
     detector = RTMDetDetector(network, cfg)
     detector.compile(optimizer=build_optimizer(cfg, training_schedule(cfg, pipes[1].steps_per_epoch), network))
     return detector, pipes
@@ -133,9 +147,10 @@ def run_case(detector, pipe, case: str, steps: int, warmup: int, work_dir) -> di
         dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
     timer = _Timer(warmup)
     callbacks = [timer.callback] + (train_callbacks(work_dir) if case == "train" else [])
+    begin = time.perf_counter()
     detector.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, callbacks=callbacks,
                  verbose=1 if case == "train" else 0, shuffle=False)
-    return timer.result(steps, pipe.batch_size)
+    return {**timer.result(steps, pipe.batch_size), "warmup_s": timer.start[0] - begin}
 
 
 def main(argv=None) -> int:
@@ -156,6 +171,7 @@ def main(argv=None) -> int:
                    help="torch threads of the yolo case (TensorFlow uses the machine's)")
     p.add_argument("--yolo-epochs", type=int, default=3, help="timed epochs of the yolo case")
     p.add_argument("--yolo-workers", type=int, default=8, help="Ultralytics dataloader workers (its default)")
+    p.add_argument("--stock-bn", action="store_true", help="also run every nano case with Keras' own BatchNorm")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -174,27 +190,36 @@ def main(argv=None) -> int:
                      f"batch_size={args.batch}"] + ([f"num_classes={args.num_classes}"] if args.num_classes else [])
         cfg = load_config(args.config, overrides + list(args.opt))
         train_set = load_split(cfg, "train")
-        detector, pipes = build(cfg, train_set)
+        detectors = {"": build(cfg, train_set)}
+        if args.stock_bn:
+            detectors["+stock_bn"] = build(cfg, train_set, stock_bn=True)
         cases = args.cases.split(",")
         if "yolo" in cases:
             val_set = load_split(cfg, "val")
         print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {cfg.name} at {args.imgsz} px, batch {args.batch}, "
               f"{len(train_set)} images of {data}; {args.steps} timed steps after {args.warmup}, {args.rounds} rounds; "
               f"options: {' '.join(args.opt) or 'none'}", flush=True)
-        results = {(s, c): [] for s in args.stages for c in cases}
+        runs = [(c, "") for c in cases if c == "yolo"] + [(c, d) for c in cases if c != "yolo" for d in detectors]
+        results = {(s, c + d): [] for s in args.stages for c, d in runs}
+        first = {}
         for _ in range(args.rounds):
             for stage in args.stages:
-                for case in cases:
+                for case, variant in runs:
                     if case == "yolo":
                         r = run_yolo(train_set, val_set, stage, args, Path(tmp) / "yolo")
                     else:
+                        detector, pipes = detectors[variant]
                         r = run_case(detector, pipes[stage], case, args.steps, args.warmup, Path(tmp) / "tb")
-                    results[(stage, case)].append(r)
-                    print(f"  stage {stage} {case:9s} {r['images_s']:6.1f} images/s {r['ms_step']:7.0f} ms/step "
-                          f"{r['cpu_ms_image']:6.1f} CPU ms/image", flush=True)
+                        if variant not in first:
+                            first[variant] = r["warmup_s"]
+                            print(f"  first call{variant}: {r['warmup_s']:.1f} s for {args.warmup} warm-up steps "
+                                  "(trace included)", flush=True)
+                    results[(stage, case + variant)].append(r)
+                    print(f"  stage {stage} {case + variant:15s} {r['images_s']:6.1f} images/s {r['ms_step']:7.0f} "
+                          f"ms/step {r['cpu_ms_image']:6.1f} CPU ms/image", flush=True)
         print("\n| stage | case | images/s | ms/step | CPU ms/image |\n|---|---|---|---|---|")
         for (stage, case), rs in results.items():
-            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            med = {k: statistics.median(r[k] for r in rs) for k in ("images_s", "ms_step", "cpu_ms_image")}
             print(f"| {stage} | {case} | {med['images_s']:.1f} | {med['ms_step']:.0f} | {med['cpu_ms_image']:.1f} |")
     return 0
 
