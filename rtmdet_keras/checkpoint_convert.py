@@ -597,6 +597,43 @@ def read_source(source, state_dict_key: str = "state_dict", print_fn=print):
                           f"({', '.join(TORCH_SUFFIXES)}), a converted .npz or a .keras model")
 
 
+def check_weights_file(source, setting: str = "load_from") -> None:
+    """Check, without reading its tensors, that ``source`` can be read by :func:`load_weights`: a file
+    of a supported kind, torch installed for a ``.pth``, a converted ``.npz`` (not a training checkpoint).
+    Training calls it before loading any data, so a wrong path costs a second, not a data load.
+
+    Raises:
+        CheckpointError: one line naming ``setting`` (the config key), the file and what to do.
+    """
+    import importlib.util
+    import zipfile
+
+    try:
+        path = _check_path(source)
+        suffix = path.suffix.lower()
+        if suffix in TORCH_SUFFIXES:
+            if importlib.util.find_spec("torch") is None:
+                raise CheckpointError(_TORCH_MISSING.format(path=path))
+        elif suffix == ".npz":
+            try:
+                with np.load(path) as data:
+                    names = set(data.files)
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise CheckpointError(f"{path}: not a readable .npz file ({e})") from None
+            if META_KEY not in names:
+                hint = (" It is a training checkpoint (epoch_N.ckpt.npz): continue that run with --resume, or "
+                        "fine-tune from its best_coco_bbox_mAP.keras." if "meta" in names else "")
+                raise CheckpointError(f"{path}: not a converted rtmdet_keras weights file (no {META_KEY}).{hint}")
+        elif suffix == ".keras":
+            if not zipfile.is_zipfile(path):
+                raise CheckpointError(f"{path}: not a .keras model (not a zip archive)")
+        else:
+            raise CheckpointError(f"{path}: unsupported file type {suffix or '(none)'}; give an mmdetection "
+                                  f"checkpoint ({', '.join(TORCH_SUFFIXES)}), a converted .npz or a .keras model")
+    except CheckpointError as e:
+        raise CheckpointError(f"{setting}: {e}") from None
+
+
 def _prefix_bare_backbone(table: Dict[str, np.ndarray], origin: Dict[str, str]):
     """A backbone saved on its own (``model.backbone.state_dict()``: ``stem.0.conv.weight``) gets the
     ``backbone.`` prefix that mmdetection's ``init_cfg=dict(prefix="backbone.")`` would strip."""

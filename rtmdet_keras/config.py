@@ -169,6 +169,9 @@ class Config:
     min_lr_ratio: float = 0.05
     stage2_num_epochs: int = 20
     val_interval: int = 10
+    # Early stopping: stop once this many epochs have passed since the best COCO bbox_mAP (checked at each
+    # evaluation, across both stages); 0 never stops early.
+    patience: int = 0
     ema_momentum: float = 0.0002
     ema_gamma: float = 2000.0
     save_interval: int = 1
@@ -230,6 +233,26 @@ _LIST_LENGTHS = {
     "augment.resize_ratio_range": 2,
     "augment.stage2_ratio_range": 2,
 }
+
+
+# Other names for top-level keys, in a YAML file or on the command line: SSCMA's current tutorial
+# overrides ``epochs=``, mmdetection's configs say ``max_epochs``.
+ALIASES = {"epochs": "max_epochs"}
+
+
+def _resolve_aliases(data, where: str):
+    """``data`` with each alias replaced by the key it stands for; both given with different values is an error."""
+    if not isinstance(data, dict) or not any(a in data for a in ALIASES):
+        return data
+    out = dict(data)
+    for alias, key in ALIASES.items():
+        if alias in out:
+            value = out.pop(alias)
+            if key in out and out[key] != value:
+                raise ConfigError(f"{where}: {alias}={value!r} and {key}={out[key]!r} disagree ({alias} is another "
+                                  f"name for {key}); give one of them")
+            out[key] = value
+    return out
 
 
 def _fields(cls) -> dict:
@@ -404,6 +427,8 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: batch_size must be at least 1, got {cfg.batch_size}")
     if cfg.max_epochs < 1:
         raise ConfigError(f"{where}: max_epochs must be at least 1, got {cfg.max_epochs}")
+    if cfg.patience < 0:
+        raise ConfigError(f"{where}: patience must be 0 (no early stopping) or a number of epochs, got {cfg.patience}")
     if any(s <= 0 for s in cfg.model.std):
         raise ConfigError(f"{where}: model.std must be positive, got {cfg.model.std}")
 
@@ -413,7 +438,8 @@ def load_config(name_or_path="nano", overrides=None) -> Config:
 
     Args:
         name_or_path: ``"nano"``, ``"nano.yaml"`` (looked up in ``configs/``) or a path.
-        overrides: list of ``"key=value"`` strings (SSCMA syntax) or a nested dict.
+        overrides: list of ``"key=value"`` strings (SSCMA syntax) or a nested dict. ``epochs`` is
+            accepted for ``max_epochs`` (:data:`ALIASES`).
     Raises:
         ConfigError: unknown key (naming the closest valid one), wrong type, or invalid value.
     """
@@ -424,9 +450,10 @@ def load_config(name_or_path="nano", overrides=None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     cfg = Config()
     cfg.name = path.stem
+    data = _resolve_aliases(data, str(path))
     _apply(cfg, {k: v for k, v in data.items() if k != "name"}, str(path))
     if overrides:
         nested = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        _apply(cfg, nested, "--cfg-options")
+        _apply(cfg, _resolve_aliases(nested, "--cfg-options"), "--cfg-options")
     _validate(cfg, str(path) if not overrides else f"{path} with --cfg-options")
     return cfg

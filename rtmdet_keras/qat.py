@@ -822,11 +822,11 @@ def _predictor(network, cfg):
 
 
 def _qat_epochs_from_options(cfg, cfg_options) -> None:
-    """``max_epochs=N`` on the QAT command line means the QAT epochs."""
+    """``max_epochs=N`` (or its alias ``epochs=N``) on the QAT command line means the QAT epochs."""
     from rtmdet_keras.config import parse_overrides
 
     given = parse_overrides(list(cfg_options or ()))
-    if "max_epochs" in given and not ("qat" in given and "epochs" in given["qat"]):
+    if ("max_epochs" in given or "epochs" in given) and not ("qat" in given and "epochs" in given["qat"]):
         cfg.qat.epochs = int(cfg.max_epochs)
 
 

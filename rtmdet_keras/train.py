@@ -3,8 +3,10 @@
 The run is two ``fit`` calls: stage 1 (Mosaic pipeline) for ``max_epochs - stage2_num_epochs``
 epochs, then stage 2 (no Mosaic/MixUp) with ``initial_epoch``; ``--resume`` continues from the
 newest checkpoint in the right stage with weights, optimiser, EMA and schedule restored.
-Everything lands in ``work_dirs/<config name>/``: the resolved ``config.yaml``, checkpoints, the
-best model as ``best_coco_bbox_mAP.keras`` and TensorBoard logs in ``tensorboard/``.
+Everything lands in ``work_dirs/<config name>/`` (``<config name>2``, ``3``... when that holds an
+earlier run): the resolved ``config.yaml``, checkpoints, the best model as
+``best_coco_bbox_mAP.keras``, ``train.log`` (what the run printed), ``results.csv`` (a row per epoch)
+and TensorBoard logs in ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,11 +41,54 @@ def make_strategy(name: str):
 
 
 def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, strategy="default",
-          callbacks: Sequence = (), verbose: int = 1, print_fn=print) -> dict:
-    """Train according to ``cfg``; returns ``{"work_dir", "best_metric", "best_epoch", "metrics", "epochs"}``.
+          callbacks: Sequence = (), verbose: int = 1, print_fn=print, exist_ok: bool = False) -> dict:
+    """Train according to ``cfg``; returns ``{"work_dir", "best_metric", "best_epoch", "metrics", "epochs",
+    "stopped_early", ...}`` (``epochs``: the last epoch trained).
 
-    ``callbacks`` are extra Keras callbacks added to both ``fit`` calls.
+    ``work_dir`` (default ``cfg.work_dir``, else ``work_dirs/<config name>``): a folder that holds another
+    run is not written into; the run goes to ``<work_dir>2``, ``3``... unless ``exist_ok`` (see
+    :mod:`rtmdet_keras.training.workdir`). ``resume`` continues the run there (without a work dir
+    given, the newest numbered run of the config). ``callbacks`` are extra Keras callbacks; they see the
+    two stages as one training (one ``on_train_begin`` and ``on_train_end``, epochs numbered on).
+
+    Raises:
+        WorkDirError, CheckpointError: the checkpoint to resume from or the weights to load cannot be
+            used; raised before any data is read.
     """
+    from rtmdet_keras.checkpoint_convert import check_weights_file
+    from rtmdet_keras.training.checkpoint import latest_checkpoint
+    from rtmdet_keras.training.workdir import RunLog, choose_work_dir, load_resumable_state
+
+    named = work_dir or cfg.work_dir
+    work_dir, note = choose_work_dir(Path(named) if named else default_work_dir(cfg), resume=resume,
+                                     exist_ok=exist_ok, newest_of_numbered=not named)
+    # Everything that can refuse the run is checked now, before seconds of data loading and model building.
+    ckpt = latest_checkpoint(work_dir) if resume else None
+    state = load_resumable_state(ckpt, cfg) if ckpt is not None else None
+    if state is None and (cfg.load_from or cfg.backbone_weights):
+        # load_from wins when both are given (it covers the backbone), as in load_pretrained.
+        setting = "load_from" if cfg.load_from else "backbone_weights"
+        check_weights_file(getattr(cfg, setting), setting)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(work_dir / "train.log", append=resume)  # --resume continues the folder's log, checkpoint or not
+    print_fn = log.tee(print_fn)
+    if note:
+        print_fn(note)
+    if resume and ckpt is None:
+        print_fn(f"--resume: no checkpoint in {work_dir}, starting a new run")
+    try:
+        return _run(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log)
+    except BaseException as e:  # the log ends with why the run stopped, then the error goes on as it was
+        log.write(f"stopped: {type(e).__name__}: {e}")
+        raise
+    finally:
+        log.close()
+
+
+def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log) -> dict:
+    """The run itself, in a work dir chosen and checked by :func:`train`; ``state``: the training
+    state to resume (read from ``ckpt``) or None."""
     import keras
 
     from rtmdet_keras.data import load_split
@@ -50,17 +96,15 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     from rtmdet_keras.data.pipeline import build_stage_pipelines
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.callbacks import (
-        CocoEvalCallback, LearningRateLogger, NanGuard, TensorBoardWriter,
+        CocoEarlyStopping, CocoEvalCallback, ContinuousCallbacks, EpochClock, LearningRateLogger, NanGuard,
+        ResultsCSV, TensorBoardWriter,
     )
-    from rtmdet_keras.training.checkpoint import (
-        CheckpointCallback, latest_checkpoint, load_training_state, restore_training_state,
-    )
+    from rtmdet_keras.training.checkpoint import CheckpointCallback, restore_training_state, run_checkpoints
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
     from rtmdet_keras.training.ema import ExpMomentumEMA
     from rtmdet_keras.training.schedule import lr_key, scaled_lr, training_schedule
+    from rtmdet_keras.training.workdir import WorkDirError
 
-    work_dir = Path(work_dir) if work_dir else default_work_dir(cfg)
-    work_dir.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         cfg.seed = int(seed)
     keras.utils.set_random_seed(cfg.seed)
@@ -90,16 +134,17 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
 
     ema = ExpMomentumEMA(cfg.ema_momentum, cfg.ema_gamma)
     ema.set_model(detector)
-    initial_epoch, best_metric = 0, -1.0
-    if resume:
-        ckpt = latest_checkpoint(work_dir)
-        if ckpt is None:
-            print_fn(f"--resume: no checkpoint in {work_dir}, starting from scratch")
-        else:
-            meta = restore_training_state(load_training_state(ckpt), detector, optimizer, ema, source=str(ckpt))
-            initial_epoch = int(meta["epoch"])
-            best_metric = float(meta.get("best_metric", -1.0))
-            print_fn(f"resumed from {ckpt}: epoch {initial_epoch}, step {int(optimizer.iterations.numpy())}")
+    initial_epoch, best_metric, best_epoch, run_id = 0, -1.0, None, uuid.uuid4().hex
+    if state is not None:
+        try:
+            meta = restore_training_state(state, detector, optimizer, ema, source=str(ckpt))
+        except RuntimeError as e:  # a checkpoint without a stored config, of another network
+            raise WorkDirError(f"--resume: {e}") from None
+        initial_epoch = int(meta["epoch"])
+        best_metric = float(meta.get("best_metric", -1.0))
+        best_epoch = meta.get("best_epoch")
+        run_id = meta.get("run_id")  # None: written before runs had ids
+        print_fn(f"resumed from {ckpt}: epoch {initial_epoch}, step {int(optimizer.iterations.numpy())}")
     elif cfg.load_from or cfg.backbone_weights:
         from rtmdet_keras.checkpoint_convert import load_pretrained
 
@@ -115,15 +160,30 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
         tensorboard=TensorBoardWriter(work_dir / "tensorboard", val_set, cfg.class_names),
         print_fn=print_fn,
     )
+    evaluator.best_epoch = best_epoch
+    # The checkpoint keeps the run's id (the retention deletes only the run's own files, a resumed run
+    # included) and its config (--resume compares the network settings with it).
     saver = CheckpointCallback(
         work_dir, interval=cfg.save_interval, max_keep=cfg.max_keep_ckpts, ema=ema, last_epoch=cfg.max_epochs,
-        state_fn=lambda: {"best_metric": evaluator.best_metric, "best_epoch": evaluator.best_epoch},
+        state_fn=lambda: {"best_metric": evaluator.best_metric, "best_epoch": evaluator.best_epoch,
+                          "run_id": run_id, "config": cfg.to_dict()},
+        own=run_checkpoints(work_dir, run_id) if state is not None else (),
     )
-    # Order matters: the EMA is updated before evaluation reads it, evaluation writes its metrics into
-    # the logs before TensorBoard records them, and the checkpoint stores the best metric just found.
-    all_callbacks = [NanGuard(), ema, evaluator, saver,
+    clock = EpochClock()
+    results = ResultsCSV(
+        work_dir / "results.csv", clock, steps * cfg.batch_size, stage1_epochs, max_epochs=cfg.max_epochs,
+        coco_metrics=lambda epoch: evaluator.last_result.metrics if evaluator.last_epoch == epoch else None,
+        resume_after=initial_epoch if state is not None else None, log_fn=log.write,
+    )
+    early_stop = CocoEarlyStopping(cfg.patience, best=best_metric, best_epoch=best_epoch or initial_epoch,
+                                   print_fn=print_fn)
+    user = ContinuousCallbacks(callbacks, epochs=cfg.max_epochs)
+    # Order matters: the clock first (it times the steps alone), the EMA is updated before evaluation
+    # reads it, evaluation writes its metrics into the logs before early stopping, TensorBoard and
+    # results.csv read them, and the checkpoint stores the best metric just found.
+    all_callbacks = [clock, NanGuard(), ema, evaluator, early_stop, saver,
                      keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), update_freq="epoch"),
-                     LearningRateLogger(), *callbacks]
+                     LearningRateLogger(), results, user]
 
     start, start_step = time.time(), int(optimizer.iterations.numpy())
     if initial_epoch < stage1_epochs:
@@ -131,45 +191,58 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
                  f"{stage1_epochs}, {steps} steps each")
         detector.fit(stage1.dataset, epochs=stage1_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                      callbacks=all_callbacks, verbose=verbose, shuffle=False)
-    if initial_epoch < cfg.max_epochs:
+    # fit() clears stop_training when it starts, so what early stopping set in stage 1 is still there.
+    stopped = bool(detector.stop_training) and initial_epoch < stage1_epochs
+    if initial_epoch < cfg.max_epochs and not stopped:
         first = max(initial_epoch, stage1_epochs)
         print_fn(f"stage 2 (no Mosaic/MixUp): epochs {first + 1}-{cfg.max_epochs}")
         detector.fit(stage2.dataset, epochs=cfg.max_epochs, initial_epoch=first, steps_per_epoch=steps,
                      callbacks=all_callbacks, verbose=verbose, shuffle=False)
+        stopped = bool(detector.stop_training)
+    user.finish()
     elapsed = time.time() - start
     images = (int(optimizer.iterations.numpy()) - start_step) * cfg.batch_size
+    last_epoch = results.last_epoch if results.last_epoch is not None else initial_epoch
     summary = {
         "work_dir": str(work_dir), "best_metric": evaluator.best_metric, "best_epoch": evaluator.best_epoch,
         "metrics": evaluator.last_result.metrics if evaluator.last_result else None,
-        "epochs": cfg.max_epochs, "steps": int(optimizer.iterations.numpy()), "seconds": elapsed,
+        "epochs": last_epoch, "max_epochs": cfg.max_epochs, "stopped_early": stopped and last_epoch < cfg.max_epochs,
+        "steps": int(optimizer.iterations.numpy()), "seconds": elapsed,
         # Training images per second of wall time, evaluations, checkpoints and tracing included.
         "images_per_second": images / elapsed if elapsed > 0 else 0.0,
     }
     (work_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     print_fn(f"done in {elapsed / 60:.1f} min ({summary['images_per_second']:.1f} training images/s, evaluations "
              f"included); best bbox_mAP {evaluator.best_metric:.4f} (epoch "
-             f"{evaluator.best_epoch}); checkpoints in {work_dir}")
+             f"{evaluator.best_epoch}); checkpoints, train.log and results.csv in {work_dir}")
     return summary
 
 
 @click.command("train", cls=VariadicCfgCommand)
 @click.argument("config_path", required=False)
 @config_options()
-@click.option("--work-dir", default=None, help="Where checkpoints and logs go (default work_dirs/<config name>).")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the work dir.")
+@click.option("--work-dir", default=None, help="Where checkpoints and logs go (default work_dirs/<config name>); "
+              "when it holds an earlier run, the next free <work dir>2, 3, ...")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the work dir (without --work-dir: "
+              "of the config's newest run).")
+@click.option("--exist-ok", is_flag=True, help="Write into the work dir even when it holds an earlier run (its files "
+              "of the same name are replaced; other checkpoints are kept).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")
 @click.option("--verbose", type=int, default=1, help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
-def train_command(config_path, config, cfg_options, work_dir, resume, seed, strategy, verbose):
+def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, seed, strategy, verbose):
     """Train a detector. CONFIG_PATH may also be given as --config."""
     cfg = load_config_or_exit(config, cfg_options, config_path)
+    from rtmdet_keras.checkpoint_convert import CheckpointError
     from rtmdet_keras.data import DatasetError, ImageReadError
     from rtmdet_keras.training.callbacks import TrainingDiverged
+    from rtmdet_keras.training.workdir import WorkDirError
 
     try:
-        train(cfg, work_dir=work_dir, resume=resume, seed=seed, strategy=strategy, verbose=verbose)
-    except (DatasetError, ImageReadError, TrainingDiverged) as e:
+        train(cfg, work_dir=work_dir, resume=resume, exist_ok=exist_ok, seed=seed, strategy=strategy,
+              verbose=verbose)
+    except (DatasetError, ImageReadError, TrainingDiverged, CheckpointError, WorkDirError) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted: resume with the same command and --resume", err=True)

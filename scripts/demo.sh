@@ -19,7 +19,7 @@ train_opts=(max_epochs=50 "${opts[@]}")
 echo "== 1/5 data check"
 "$py" -m rtmdet_keras.data.check --config nano.yaml --cfg-options "${opts[@]}"
 echo "== 2/5 train (checkpoints and TensorBoard logs in $work)"
-"$py" -m rtmdet_keras.train --config nano.yaml --work-dir "$work" --cfg-options "${train_opts[@]}"
+"$py" -m rtmdet_keras.train --config nano.yaml --work-dir "$work" --exist-ok --cfg-options "${train_opts[@]}"
 echo "== 3/5 export float32 and full-int8 TFLite"
 "$py" -m rtmdet_keras.export configs/nano.yaml "$work/best_coco_bbox_mAP.keras" --float32 --int8 \
     --cfg-options "${opts[@]}"

@@ -125,3 +125,23 @@ def test_class_names_must_match_num_classes():
     with pytest.raises(ConfigError) as e:
         load_config("nano", ["num_classes=3", "class_names=[a,b]"])
     assert "class_names" in str(e.value) and "3" in str(e.value)
+
+
+def test_epochs_is_another_name_for_max_epochs(tmp_path):
+    # SSCMA's current tutorial overrides epochs=...; the QAT recipe's own qat.epochs is untouched.
+    cfg = load_config("nano", ["epochs=7"])
+    assert cfg.max_epochs == 7 and cfg.qat.epochs == 5
+    path = tmp_path / "mine.yaml"
+    path.write_text("epochs: 12\n")
+    assert load_config(path).max_epochs == 12
+    with pytest.raises(ConfigError) as e:
+        load_config("nano", ["epochs=7", "max_epochs=9"])
+    assert "epochs=7" in str(e.value) and "max_epochs=9" in str(e.value)
+    assert load_config("nano", ["epochs=7", "max_epochs=7"]).max_epochs == 7
+
+
+def test_patience_is_zero_by_default_and_never_negative():
+    assert load_config("nano").patience == 0
+    assert load_config("nano", ["patience=5"]).patience == 5
+    with pytest.raises(ConfigError, match="patience"):
+        load_config("nano", ["patience=-1"])

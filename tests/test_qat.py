@@ -257,6 +257,10 @@ def test_max_epochs_on_the_command_line_means_qat_epochs():
     cfg = load_config("nano", opts)
     _qat_epochs_from_options(cfg, opts)
     assert cfg.qat.epochs == 7
+    opts = ["epochs=6"]  # the alias SSCMA's tutorial uses
+    cfg = load_config("nano", opts)
+    _qat_epochs_from_options(cfg, opts)
+    assert cfg.qat.epochs == 6
     cfg = load_config("nano")  # the preset's max_epochs (300) is the training run's, not QAT's
     _qat_epochs_from_options(cfg, [])
     assert cfg.qat.epochs == 5

@@ -1,4 +1,6 @@
-"""Training hooks as Keras callbacks: COCO evaluation (+ best checkpoint), NaN guard, stage logging.
+"""Training hooks as Keras callbacks: COCO evaluation (+ best checkpoint), NaN guard, early stopping on
+the COCO mAP, the per-epoch ``results.csv``, and the wrapper that shows callbacks the two stages of a
+run as one training.
 
 Each is usable in anyone's own ``fit`` call. The EMA callback lives in ``ema.py`` and checkpoints in
 ``checkpoint.py``.
@@ -7,14 +9,17 @@ Each is usable in anyone's own ``fit`` call. The EMA callback lives in ``ema.py`
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import math
+import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
 
-from rtmdet_keras.evaluation import evaluate_detections
+from rtmdet_keras.evaluation import METRIC_NAMES, evaluate_detections
 from rtmdet_keras.training.checkpoint import BEST_NAME, atomic_write, save_inference_model
 
 
@@ -76,6 +81,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
         self.tensorboard = tensorboard
         self.print_fn = print_fn
         self.last_result = None
+        self.last_epoch = None  # the epoch (1-based) last_result belongs to
 
     def due(self, epoch_done: int) -> bool:
         return (epoch_done % self.interval == 0 or epoch_done == self.max_epochs
@@ -107,7 +113,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
             if is_best:
                 self.best_metric, self.best_epoch = current, done
                 self._save_best(done, result)
-        self.last_result = result
+        self.last_result, self.last_epoch = result, done
         self.print_fn(f"\nEpoch {done}: COCO bbox evaluation on {len(self.dataset)} validation images"
                       f"{' (EMA weights)' if self.ema is not None else ''}")
         self.print_fn(result.report())
@@ -138,6 +144,214 @@ class LearningRateLogger(keras.callbacks.Callback):
             opt = self.model.optimizer
             lr = opt.learning_rate
             logs["lr"] = float(np.asarray(lr(opt.iterations) if callable(lr) else lr))
+
+
+class CocoEarlyStopping(keras.callbacks.Callback):
+    """Stop training once ``patience`` epochs have passed since the best COCO bbox_mAP (``monitor`` in
+    the epoch logs, which :class:`CocoEvalCallback` fills on the epochs it evaluates; the others do not
+    count as evaluations). Checked at each evaluation: with ``val_interval=10`` and ``patience=5`` the run
+    stops at the first evaluation 5 or more epochs after the best.
+
+    It sets ``model.stop_training``, which ends the ``fit`` it runs in; train.py then skips stage 2.
+    ``best`` and ``best_epoch`` (1-based) carry a resumed run's record; ``best_epoch`` is also where the
+    count starts before any evaluation.
+    """
+
+    def __init__(self, patience: int, monitor: str = "val_bbox_mAP", best: float = -math.inf, best_epoch: int = 0,
+                 print_fn=print):
+        super().__init__()
+        self.patience = int(patience)
+        self.monitor = monitor
+        self.best = float(best)
+        self.best_epoch = int(best_epoch)
+        self.stopped_epoch = None
+        self.print_fn = print_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or self.patience <= 0:
+            return
+        done = epoch + 1
+        if float(value) > self.best:
+            self.best, self.best_epoch = float(value), done
+            return
+        if done - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+            self.stopped_epoch = done
+            self.print_fn(f"early stop after epoch {done}: no better {self.monitor} than {self.best:.4f} (epoch "
+                          f"{self.best_epoch}) for {done - self.best_epoch} epochs (patience={self.patience})")
+
+
+def _is_keras_default(method) -> bool:
+    # Keras marks the no-op hooks of Callback this way to tell which ones a subclass overrides.
+    return bool(getattr(method, "_is_default", False))
+
+
+class ContinuousCallbacks(keras.callbacks.Callback):
+    """Shows ``callbacks`` a run of several ``fit`` calls (train.py's stage 1 and stage 2) as one training:
+    ``on_train_begin`` once, at the start of the first; ``on_train_end`` once, from :meth:`finish`; the
+    epoch and batch events as they come (the second ``fit`` starts at ``initial_epoch``, so the epochs
+    number on); and ``params["epochs"]`` the run's total, ``epochs``. Keras' ``EarlyStopping`` and
+    ``CSVLogger`` so behave as in a single ``fit``, and a ``model.stop_training`` set in stage 1 ends the
+    run (train.py does not start stage 2).
+
+    Only the events of ``fit`` itself are forwarded: training uses no ``validation_data``, so there are
+    no test events. A batch hook that none of ``callbacks`` overrides stays Keras' no-op default here
+    too, so forwarding adds no per-step Python call that nobody listens to.
+    """
+
+    _BATCH_HOOKS = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+    def __init__(self, callbacks: Sequence, epochs: int):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.epochs = int(epochs)
+        self._began = False
+        self._end_logs = None
+        for hook, old_name in self._BATCH_HOOKS.items():
+            if all(_is_keras_default(getattr(cb, hook)) and _is_keras_default(getattr(cb, old_name))
+                   for cb in self.callbacks):
+                setattr(self, hook, getattr(keras.callbacks.Callback, hook).__get__(self))
+        if self.callbacks and all(getattr(cb, "async_safe", False) for cb in self.callbacks):
+            self.async_safe = True
+
+    def set_params(self, params):
+        super().set_params(params)
+        for cb in self.callbacks:
+            cb.set_params({**params, "epochs": self.epochs})
+
+    def set_model(self, model):
+        super().set_model(model)
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        if not self._began:
+            self._began = True
+            for cb in self.callbacks:
+                cb.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self._end_logs = logs  # passed on by finish(), once the last stage is over
+
+    def finish(self):
+        """End the training for ``callbacks`` (call it once after the last ``fit``)."""
+        if self._began:
+            self._began = False
+            for cb in self.callbacks:
+                cb.on_train_end(self._end_logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        for cb in self.callbacks:
+            cb.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for cb in self.callbacks:
+            cb.on_train_batch_end(batch, logs)
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Times the training steps of each epoch (``perf_counter`` seconds). Put it first among the
+    callbacks: its ``on_epoch_end`` then runs right after the last step, before evaluation and checkpoints."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin = self.end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end = time.perf_counter()
+
+
+RESULTS_COLUMNS = ("epoch", "stage", "loss", "loss_cls", "loss_bbox", "lr", *METRIC_NAMES,
+                   "images_per_second", "epoch_seconds", "wall_seconds")
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{float(value):.6g}"
+
+
+class ResultsCSV(keras.callbacks.Callback):
+    """Appends one row per epoch to ``path`` (``results.csv``, columns :data:`RESULTS_COLUMNS`): the epoch
+    (1-based), the stage (1 up to ``stage1_epochs``, then 2), the epoch's mean losses, the learning rate
+    at its end, the 12 COCO metrics when it was evaluated (empty otherwise), training images per second
+    of its steps (timed by ``clock``, an :class:`EpochClock`), its wall time with evaluation and
+    checkpoint, and the wall time since the run began (resumed sessions add up); times in seconds.
+    Put it after the callbacks that add to the logs (evaluation, learning rate).
+
+    The file is written when the callback is made: a header, and with ``resume_after`` (a resumed run)
+    the rows up to that epoch; rows of later epochs, which run again, are dropped.
+    ``coco_metrics(epoch)`` returns that epoch's COCO metrics or None.
+    ``log_fn`` gets a one-line summary of each epoch (train.py: ``train.log``, where the progress bar
+    does not go).
+    """
+
+    def __init__(self, path, clock: EpochClock, images_per_epoch: int, stage1_epochs: int,
+                 coco_metrics: Callable = lambda epoch: None, max_epochs: Optional[int] = None,
+                 resume_after: Optional[int] = None, log_fn: Optional[Callable] = None):
+        super().__init__()
+        self.path = Path(path)
+        self.clock = clock
+        self.images_per_epoch = int(images_per_epoch)
+        self.stage1_epochs = int(stage1_epochs)
+        self.coco_metrics = coco_metrics
+        self.max_epochs = max_epochs
+        self.log_fn = log_fn
+        self.last_epoch = resume_after
+        kept, self.offset = self._kept_rows(resume_after), 0.0
+        if kept and kept[-1].get("wall_seconds"):
+            with contextlib.suppress(ValueError):
+                self.offset = float(kept[-1]["wall_seconds"])
+        text = io.StringIO()
+        writer = csv.DictWriter(text, RESULTS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text.getvalue()))
+        self.start = time.perf_counter()
+
+    def _kept_rows(self, resume_after):
+        if resume_after is None or not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = []
+        for row in rows:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if int(row["epoch"]) <= resume_after:
+                    kept.append(row)
+        return kept
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs, done, now = logs or {}, epoch + 1, time.perf_counter()
+        begin = self.clock.begin if self.clock.begin is not None else now
+        steps_seconds = (self.clock.end or now) - begin
+        values = {k: logs.get(k) for k in ("loss", "loss_cls", "loss_bbox", "lr")}
+        values.update((self.coco_metrics(done) or {}).items())
+        values.update(images_per_second=self.images_per_epoch / steps_seconds if steps_seconds > 0 else None,
+                      epoch_seconds=now - begin, wall_seconds=self.offset + now - self.start)
+        row = {"epoch": done, "stage": 1 if done <= self.stage1_epochs else 2,
+               **{k: _cell(values.get(k)) for k in RESULTS_COLUMNS[2:]}}
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, RESULTS_COLUMNS, lineterminator="\n").writerow(row)
+        self.last_epoch = done
+        if self.log_fn is not None:
+            of = f"/{self.max_epochs}" if self.max_epochs else ""
+            parts = [f"{k} {values[k]:.4f}" for k in ("loss", "loss_cls", "loss_bbox") if values.get(k) is not None]
+            parts += [f"lr {values['lr']:.3g}"] if values.get("lr") is not None else []
+            parts += [f"{k} {values[k]:.4f}" for k in ("bbox_mAP", "bbox_mAP_50") if values.get(k) is not None]
+            speed = values["images_per_second"]
+            self.log_fn(f"epoch {done}{of} (stage {row['stage']}): {', '.join(parts)}; "
+                        f"{f'{speed:.1f} images/s, ' if speed else ''}{values['epoch_seconds']:.1f} s")
 
 
 class TensorBoardWriter:

@@ -1,7 +1,8 @@
 """Checkpoints in ``work_dirs/<config>/``: written atomically, resumable, pruned.
 
 - ``epoch_N.ckpt.npz``: the whole training state after epoch N (weights, EMA weights and update
-  count, optimiser variables, epoch, best metric so far). The newest ``max_keep_ckpts`` are kept.
+  count, optimiser variables, epoch, best metric so far). The newest ``max_keep_ckpts`` the run
+  wrote itself are kept; another run's files in the folder are never deleted.
 - ``last_checkpoint``: one line naming the newest complete ``epoch_N.ckpt.npz``; written after it.
 - ``best_coco_bbox_mAP.keras``: the inference network with EMA weights, for export and evaluation.
 
@@ -132,6 +133,21 @@ def restore_training_state(state: dict, model: keras.Model, optimizer, ema=None,
     return state["meta"]
 
 
+def read_checkpoint_meta(path) -> dict:
+    """The metadata of a training state without reading its tensors; ``{}`` if the file cannot be read."""
+    try:
+        with np.load(path) as data:
+            return json.loads(bytes(data["meta"]).decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return {}
+
+
+def run_checkpoints(work_dir, run_id) -> list:
+    """Paths of the ``epoch_N`` checkpoints in ``work_dir`` written by the run ``run_id``, oldest first
+    (``run_id`` None: those written before runs had ids)."""
+    return [p for _, p in epoch_checkpoints(work_dir) if read_checkpoint_meta(p).get("run_id") == run_id]
+
+
 def epoch_checkpoints(work_dir) -> list:
     """``[(epoch, path)]`` of the epoch checkpoints in ``work_dir``, oldest first."""
     found = []
@@ -156,14 +172,16 @@ def latest_checkpoint(work_dir) -> Optional[Path]:
 
 class CheckpointCallback(keras.callbacks.Callback):
     """Write ``epoch_N.ckpt.npz`` every ``interval`` epochs (and at the last), point ``last_checkpoint``
-    at it, keep the newest ``max_keep``.
+    at it, keep the newest ``max_keep`` of the files this run wrote: those written here, and ``own``
+    (the checkpoints of the run it resumes). Other files in ``work_dir`` are left alone, so a run
+    started in a folder that holds another one never deletes that run's checkpoints.
 
     ``state_fn()`` returns extra metadata to store (e.g. the best metric so far); ``ema`` is the
     :class:`~rtmdet_keras.training.ema.ExpMomentumEMA` whose averaged weights are stored beside the
     raw ones.
     """
 
-    def __init__(self, work_dir, interval=1, max_keep=3, ema=None, last_epoch=None, state_fn=None):
+    def __init__(self, work_dir, interval=1, max_keep=3, ema=None, last_epoch=None, state_fn=None, own=()):
         super().__init__()
         self.work_dir = Path(work_dir)
         self.interval = max(int(interval), 1)
@@ -171,6 +189,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.ema = ema
         self.last_epoch = last_epoch
         self.state_fn = state_fn
+        self.written = [Path(p) for p in own]  # this run's checkpoints, oldest first
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1  # epochs completed
@@ -180,8 +199,11 @@ class CheckpointCallback(keras.callbacks.Callback):
         if self.state_fn is not None:
             meta.update(self.state_fn())
         name = f"epoch_{done}.ckpt.npz"
-        save_training_state(self.work_dir / name, self.model, self.model.optimizer, self.ema, meta)
+        path = self.work_dir / name
+        save_training_state(path, self.model, self.model.optimizer, self.ema, meta)
         atomic_write(self.work_dir / LAST_POINTER, lambda tmp: Path(tmp).write_text(name + "\n"))
+        self.written = [p for p in self.written if p != path] + [path]
         if self.max_keep > 0:
-            for _, old in epoch_checkpoints(self.work_dir)[: -self.max_keep]:
+            for old in self.written[: -self.max_keep]:
                 old.unlink(missing_ok=True)
+            self.written = self.written[-self.max_keep:]

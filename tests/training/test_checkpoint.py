@@ -6,7 +6,7 @@ import pytest
 
 from rtmdet_keras.training.checkpoint import (
     CheckpointCallback, atomic_write, epoch_checkpoints, latest_checkpoint, load_training_state,
-    restore_training_state, save_training_state,
+    read_checkpoint_meta, restore_training_state, run_checkpoints, save_training_state,
 )
 from rtmdet_keras.training.ema import ExpMomentumEMA
 
@@ -87,3 +87,25 @@ def test_callback_writes_pointer_and_keeps_the_newest(tmp_path):
     for epoch in range(5):
         cb2.on_epoch_end(epoch)
     assert [e for e, _ in epoch_checkpoints(tmp_path / "b")] == [2, 4, 5]
+
+
+def test_retention_deletes_only_what_the_run_wrote(tmp_path):
+    model = _trained_model(0)
+    for epoch in (4, 5):  # a longer earlier run in the same folder
+        save_training_state(tmp_path / f"epoch_{epoch}.ckpt.npz", model, model.optimizer, meta={"run_id": "old"})
+    cb = CheckpointCallback(tmp_path, max_keep=2, state_fn=lambda: {"run_id": "new"})
+    cb.set_model(model)
+    for epoch in range(3):
+        cb.on_epoch_end(epoch)
+    # Kept by number alone, "the newest 2" would have been the old run's 4 and 5, deleting each new one.
+    assert [e for e, _ in epoch_checkpoints(tmp_path)] == [2, 3, 4, 5]
+    assert [read_checkpoint_meta(p)["run_id"] for _, p in epoch_checkpoints(tmp_path)] == ["new", "new", "old", "old"]
+    assert latest_checkpoint(tmp_path).name == "epoch_3.ckpt.npz"
+    # Resumed, the run counts the checkpoints it wrote before among its own.
+    own = run_checkpoints(tmp_path, "new")
+    assert [p.name for p in own] == ["epoch_2.ckpt.npz", "epoch_3.ckpt.npz"]
+    resumed = CheckpointCallback(tmp_path, max_keep=2, state_fn=lambda: {"run_id": "new"}, own=own)
+    resumed.set_model(model)
+    resumed.on_epoch_end(5)
+    assert [e for e, _ in epoch_checkpoints(tmp_path)] == [3, 4, 5, 6]
+    assert read_checkpoint_meta(tmp_path / "epoch_4.ckpt.npz")["run_id"] == "old"
