@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import typing
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from typing import Any, List, Optional
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The presets ship inside the package (in a checkout rtmdet_keras/configs is a link to the top-level configs/), so
+# a preset name resolves the same from a checkout, an editable install, a wheel or an sdist, from any folder.
+CONFIG_DIR = Path(str(importlib.resources.files("rtmdet_keras").joinpath("configs")))
 
 
 class ConfigError(ValueError):
