@@ -5,10 +5,11 @@ imports (TensorFlow, Keras) happen only when a name that needs them is used, so 
 and the command-line help start fast.
 """
 
-import os
+from rtmdet_keras.tensorflow_startup import hide_tensorflow_info_logs
 
-# TensorFlow's C++ start-up chatter hides the messages that matter to a user.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before anything imports TensorFlow: its C++ INFO and WARNING logs bury the messages that matter to a user.
+# The absl start-up lines ignore this setting; the commands filter those (rtmdet_keras/tensorflow_startup.py).
+hide_tensorflow_info_logs()
 
 from rtmdet_keras.config import Config, ConfigError, load_config  # noqa: E402
 

@@ -9,12 +9,15 @@ line: ``--cfg-options num_classes=2 imgsz='(192,192)' max_epochs=50``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
 import click
 
 from rtmdet_keras.config import ConfigError, load_config
+from rtmdet_keras.tensorflow_startup import (VERBOSE_ENV, import_tensorflow_quietly, show_tensorflow_logs,
+                                             tensorflow_start_filtered)
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
@@ -86,6 +89,24 @@ def load_config_or_exit(config, cfg_options, positional_config=None):
         raise click.ClickException(str(e)) from None
 
 
+def quiet_tensorflow_start(command: click.Command) -> click.Command:
+    """Make ``command`` import TensorFlow, without its C++ start-up lines, once its arguments are parsed and
+    just before it runs: ``--help`` and usage errors stay fast, and no TensorFlow line precedes the command's
+    own output. Changes ``command`` in place (once) and returns it."""
+    if getattr(command, "_quiet_tensorflow_start", False) or command.callback is None:
+        return command
+    run = command.callback
+
+    @functools.wraps(run)
+    def callback(*args, **kwargs):
+        import_tensorflow_quietly()
+        return run(*args, **kwargs)
+
+    command.callback = callback
+    command._quiet_tensorflow_start = True
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -95,7 +116,10 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         try:
-            return getattr(importlib.import_module(module), attr)
+            # Most command modules import TensorFlow only when they run; `models` imports Keras at once.
+            with tensorflow_start_filtered():
+                command = getattr(importlib.import_module(module), attr)
+            return quiet_tensorflow_start(command)
         except ModuleNotFoundError as e:
             if e.name != module:
                 raise
@@ -114,12 +138,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rtmdet_keras", message="%(prog)s %(version)s")
+# A group option ("rtmdet --verbose train"): train and qat already take --verbose N for Keras' progress bar. Eager,
+# so that it is set before the subcommand's module is imported (which may import TensorFlow).
+@click.option("--verbose", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, param, value: show_tensorflow_logs() if value else None,
+              help=f"Show TensorFlow's C++ start-up and log lines (hidden by default; also {VERBOSE_ENV}=1).")
 def main():
     """RTMDet in Keras 3: train on COCO JSON or YOLO data, evaluate, export to int8 TFLite, QAT."""
 
 
 def run_standalone(command, prog_name):
-    """Entry for ``python -m rtmdet_keras.X``: run one command with its own argv."""
+    """Entry for ``python -m rtmdet_keras.X``: run one command with its own argv (``RTMDET_VERBOSE=1`` shows
+    TensorFlow's start-up lines)."""
+    command = quiet_tensorflow_start(command)
     sys.exit(command.main(args=sys.argv[1:], prog_name=prog_name, standalone_mode=True))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import typing
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from typing import Any, List, Optional
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The presets ship inside the package (in a checkout rtmdet_keras/configs is a link to the top-level configs/), so
+# a preset name resolves the same from a checkout, an editable install, a wheel or an sdist, from any folder.
+CONFIG_DIR = Path(str(importlib.resources.files("rtmdet_keras").joinpath("configs")))
 
 
 class ConfigError(ValueError):
@@ -412,6 +415,54 @@ def resolve_config_path(name_or_path) -> Path:
     )
 
 
+def preset_names() -> List[str]:
+    """Names of the presets that ship with the package (``nano``, ``tiny``, ...)."""
+    return sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_config_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values (key: value lines), got {type(data).__name__}")
+    return data
+
+
+def _base_config(data: dict, path: Path) -> Config:
+    """The config a file starts from: the preset its ``preset:`` key names, else the built-in defaults.
+
+    A file may say ``preset: tiny`` and list only the keys it changes (SSCMA's ``_base_``, one level): the
+    presets are complete, and a preset's own ``preset:`` names itself, so there is nothing further to follow.
+    """
+    cfg = Config()
+    if "preset" not in data:
+        return cfg
+    name = data["preset"]
+    names = preset_names()
+    if not isinstance(name, str) or name not in names:
+        close = difflib.get_close_matches(str(name), names, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"{path}: preset {name!r} is not a preset; the file starts from the preset it names, "
+                          f"one of {', '.join(names)}{hint}")
+    preset_path = CONFIG_DIR / f"{name}.yaml"
+    if path.resolve() != preset_path.resolve():
+        _apply(cfg, {k: v for k, v in _read_config_file(preset_path).items() if k != "name"}, str(preset_path))
+    return cfg
+
+
+def _check_preset_override(nested: dict, cfg: Config, path: Path) -> None:
+    """``--cfg-options preset=X`` would rename the network without changing it (every other setting is already
+    that of the config's own preset), so it is refused unless it repeats the preset the config already has."""
+    if "preset" in nested and nested["preset"] != cfg.preset:
+        want = nested["preset"]
+        raise ConfigError(
+            f"--cfg-options preset={want}: the preset is chosen by the config, not by an override ({path} "
+            f"starts from {cfg.preset}); use --config {want}, or a YAML of your own that says 'preset: {want}' and "
+            f"lists only the settings it changes")
+
+
 def _validate(cfg: Config, where: str) -> None:
     if cfg.num_classes < 1:
         raise ConfigError(f"{where}: num_classes must be at least 1, got {cfg.num_classes}")
@@ -436,24 +487,25 @@ def _validate(cfg: Config, where: str) -> None:
 def load_config(name_or_path="nano", overrides=None) -> Config:
     """Load a preset by name or a YAML file by path, then apply ``key=value`` overrides.
 
+    A file that says ``preset: tiny`` starts from ``configs/tiny.yaml`` and changes only the keys it lists;
+    a file without ``preset:`` starts from the defaults of :class:`Config`. ``preset`` cannot be overridden.
+
     Args:
         name_or_path: ``"nano"``, ``"nano.yaml"`` (looked up in ``configs/``) or a path.
         overrides: list of ``"key=value"`` strings (SSCMA syntax) or a nested dict. ``epochs`` is
             accepted for ``max_epochs`` (:data:`ALIASES`).
     Raises:
-        ConfigError: unknown key (naming the closest valid one), wrong type, or invalid value.
+        ConfigError: unknown key (naming the closest valid one), wrong type, invalid value, unknown preset.
     """
     path = resolve_config_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    cfg = Config()
+    data = _read_config_file(path)
+    cfg = _base_config(data, path)
     cfg.name = path.stem
     data = _resolve_aliases(data, str(path))
     _apply(cfg, {k: v for k, v in data.items() if k != "name"}, str(path))
     if overrides:
         nested = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        _check_preset_override(nested, cfg, path)
         _apply(cfg, _resolve_aliases(nested, "--cfg-options"), "--cfg-options")
     _validate(cfg, str(path) if not overrides else f"{path} with --cfg-options")
     return cfg

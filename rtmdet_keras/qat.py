@@ -45,7 +45,7 @@ epochs (SSCMA's QAT configs call them so), ``qat.epochs=N`` works too; the train
 ``max_epochs`` is not used.
 
 tensorflow_model_optimization is imported only inside the functions here (importing it sets
-``TF_USE_LEGACY_KERAS=1`` and breaks a later keras_cv import).
+``TF_USE_LEGACY_KERAS=1``: ``tf.keras`` is tf_keras, not Keras 3, from then on in the process).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """tfmot pieces for RTMDet's quantization-aware training: QuantizeConfigs, quantizers, range controls.
 
 **Importing this module imports tensorflow_model_optimization**, which sets ``TF_USE_LEGACY_KERAS=1``
-(a later ``import keras_cv`` then fails). Only :mod:`rtmdet_keras.qat` imports it, inside its
-functions, never at module import time.
+(``tf.keras`` is tf_keras, not Keras 3, for the rest of the process). Only :mod:`rtmdet_keras.qat` imports
+it, inside its functions, never at module import time.
 
 What tfmot 0.8.1's default 8-bit scheme does with the twin, and what this module adds
 (see :func:`rtmdet_keras.qat.quantization_plan` for the per-layer table of a built network):

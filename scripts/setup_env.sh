@@ -8,7 +8,7 @@ hash=$(cat "$here/requirements.txt" | sha256sum | cut -c1-12)
 venv="${RTMDET_VENV:-$HOME/.cache/rtmdet_keras/venv-$hash}"
 py="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  echo "setting up $venv (about a minute, 2.7 GB)..." >&2
+  echo "setting up $venv (about a minute, 2.5 GB)..." >&2
   rm -rf "$venv"
   "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >&2

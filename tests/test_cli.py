@@ -31,6 +31,9 @@ def test_command_with_sscma_overrides_and_bad_key():
     r = CliRunner().invoke(_probe, ["--config", "nano", "--cfg-options", "num_clases=2"])
     assert r.exit_code != 0
     assert "num_classes" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(_probe, ["--config", "nano", "--cfg-options", "preset=tiny"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert r.output.startswith("Error: --cfg-options preset=tiny") and r.output.count("\n") == 1
 
 
 def test_group_help_lists_commands_without_importing_tensorflow():

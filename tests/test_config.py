@@ -145,3 +145,64 @@ def test_patience_is_zero_by_default_and_never_negative():
     assert load_config("nano", ["patience=5"]).patience == 5
     with pytest.raises(ConfigError, match="patience"):
         load_config("nano", ["patience=-1"])
+
+
+def test_yaml_naming_a_preset_starts_from_it_and_changes_only_its_keys(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("preset: tiny\nnum_classes: 3\nimgsz: [320, 320]\nmodel:\n  act: relu\n")
+    cfg = load_config(p)
+    direct = load_config("tiny", ["num_classes=3", "imgsz=[320,320]", "model.act=relu"])
+    assert cfg.name == "mine" and cfg.preset == "tiny"
+    a, b = cfg.to_dict(), direct.to_dict()
+    a.pop("name"), b.pop("name")
+    assert a == b
+    # tiny's own numbers, not the built-in defaults: widen 0.375, deepen 0.167, BGR mean.
+    assert (cfg.model.widen_factor, cfg.model.deepen_factor) == (0.375, 0.167)
+    assert cfg.model.channel_order == "bgr" and cfg.model.act == "relu"
+
+
+def test_preset_file_and_override_of_a_based_file_agree(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("preset: s\nmax_epochs: 7\n")
+    cfg = load_config(p, ["max_epochs=9", "preset=s"])  # repeating the preset is allowed
+    assert cfg.max_epochs == 9 and cfg.model.widen_factor == 0.5 and cfg.lr == load_config("s").lr
+
+
+def test_unknown_preset_in_a_file_names_file_and_suggests(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("preset: tinny\nnum_classes: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "'tinny'" in msg and "did you mean tiny" in msg
+
+
+@pytest.mark.parametrize("overrides", [["preset=tiny"], {"preset": "tiny"}])
+def test_preset_cannot_be_overridden(overrides):
+    # It would keep nano's network and name it rtmdet_tiny.
+    with pytest.raises(ConfigError) as e:
+        load_config("nano", overrides)
+    msg = str(e.value)
+    assert "\n" not in msg and "preset=tiny" in msg and "--config tiny" in msg and "preset: tiny" in msg
+
+
+def test_non_mapping_file_is_one_line_naming_the_file(tmp_path):
+    p = tmp_path / "list.yaml"
+    p.write_text("- preset: tiny\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value) and "mapping" in str(e.value)
+
+
+def test_preset_in_a_file_builds_that_presets_network(tmp_path):
+    import numpy as np
+
+    from rtmdet_keras.models import build_model
+
+    p = tmp_path / "mine.yaml"
+    p.write_text("preset: tiny\nimgsz: [64, 64]\nmax_epochs: 5\n")
+    model = build_model(load_config(p))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    # mmdetection's RTMDet-tiny at 80 classes has exactly 4,896,168 parameters (tests/models/test_rtmdet.py);
+    # nano's network, which a partial file used to get under tiny's name, has under half as many.
+    assert model.name == "rtmdet_tiny" and trainable == 4_896_168

@@ -2,7 +2,7 @@
 full-int8 export tracks the fake-quant model.
 
 Everything that imports tensorflow_model_optimization runs in one subprocess (``_worker``): importing
-tfmot sets ``TF_USE_LEGACY_KERAS=1``, which would break a later keras_cv import in this pytest
+tfmot sets ``TF_USE_LEGACY_KERAS=1``, which would make ``tf.keras`` tf_keras for the rest of this pytest
 process. The worker writes its measurements to a JSON file; the tests check them against numbers
 worked out here (NumPy) or against the .tflite read by hand.
 """

@@ -6,9 +6,18 @@ the two by layer name. ``python -m rtmdet_keras.models --config tiny`` prints pa
 per part.
 """
 
-from rtmdet_keras.models.layers import HardSigmoid, InputNormalization, NearestUpsample
-from rtmdet_keras.models.rtmdet import build_model, model_metadata, output_names
-from rtmdet_keras.models.twin import build_twin, tf_keras_custom_objects, transfer_weights
+import sys
+
+if sys.argv[:1] == ["-m"]:
+    # `python -m rtmdet_keras.models`: runpy imports this package, and Keras with it, before __main__.py runs,
+    # so TensorFlow's start-up lines are filtered here. (sys.argv[0] is "-m" only while runpy finds the module.)
+    from rtmdet_keras.tensorflow_startup import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+from rtmdet_keras.models.layers import HardSigmoid, InputNormalization, NearestUpsample  # noqa: E402
+from rtmdet_keras.models.rtmdet import build_model, model_metadata, output_names  # noqa: E402
+from rtmdet_keras.models.twin import build_twin, tf_keras_custom_objects, transfer_weights  # noqa: E402
 
 __all__ = [
     "build_model", "build_twin", "model_metadata", "output_names", "transfer_weights", "tf_keras_custom_objects",

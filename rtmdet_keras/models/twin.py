@@ -10,7 +10,7 @@ tfmot folds a BatchNorm only into a conv that has a single input. :func:`transfe
 shared conv into each level's copy, and back (checking that the copies still agree).
 
 tf_keras is imported only when a twin is built; nothing here imports tensorflow_model_optimization
-(importing it breaks keras_cv).
+(importing it makes ``tf.keras`` tf_keras for the rest of the process).
 """
 
 from __future__ import annotations

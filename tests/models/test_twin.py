@@ -97,8 +97,8 @@ def test_twin_custom_layers_serialise():
 
 
 def test_no_module_imports_tfmot():
-    # Importing tensorflow_model_optimization breaks keras_cv (platform notes): the model code must
-    # never do it. A source check, since another test in the session may have imported it.
+    # Importing tensorflow_model_optimization makes tf.keras tf_keras for the whole process: the model code
+    # must never do it. A source check, since another test in the session may have imported it.
     package = Path(__file__).resolve().parents[2] / "rtmdet_keras" / "models"
     for path in package.glob("*.py"):
         text = path.read_text()
