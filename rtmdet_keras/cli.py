@@ -93,7 +93,8 @@ def quiet_tensorflow_start(command: click.Command) -> click.Command:
     """Make ``command`` import TensorFlow, without its C++ start-up lines, once its arguments are parsed and
     just before it runs: ``--help`` and usage errors stay fast, and no TensorFlow line precedes the command's
     own output. Changes ``command`` in place (once) and returns it."""
-    if getattr(command, "_quiet_tensorflow_start", False) or command.callback is None:
+    if (getattr(command, "_quiet_tensorflow_start", False) or command.callback is None
+            or not getattr(command, "needs_tensorflow", True)):  # check-data stays TensorFlow-free (and fast)
         return command
     run = command.callback
 

@@ -89,11 +89,11 @@ def test_commands_start_quietly_and_verbose_shows_the_lines(tmp_path):
     # A command that imports TensorFlow, then fails on its data: the error must come through, the start-up not.
     options = ["--config", "nano", "--cfg-options", f"data_root={tmp_path / 'missing'}"]
     error = f"Error: data_root '{tmp_path / 'missing'}' does not exist"
-    quiet = _run(["-m", "rtmdet_keras.data.check", *options], tmp_path)
+    quiet = _run(["-m", "rtmdet_keras.train", *options], tmp_path)
     assert quiet.returncode == 1 and error in quiet.stderr
     assert filter_startup_lines(quiet.stderr) == quiet.stderr
     assert "absl" not in quiet.stderr and "oneDNN" not in quiet.stderr and "cuInit" not in quiet.stderr
-    verbose = _run(["-m", "rtmdet_keras.cli", "--verbose", "check-data", *options], tmp_path)
+    verbose = _run(["-m", "rtmdet_keras.cli", "--verbose", "train", *options], tmp_path)
     assert verbose.returncode == 1 and error in verbose.stderr
     assert "WARNING: All log messages before absl::InitializeLog() is called" in verbose.stderr
     assert filter_startup_lines(verbose.stderr).strip() == quiet.stderr.strip()

@@ -120,5 +120,9 @@ def check_data_command(config, cfg_options, splits):
         click.echo("")
 
 
+# Reads annotation files only: no TensorFlow import (and none of its start-up lines) for this command.
+check_data_command.needs_tensorflow = False
+
+
 if __name__ == "__main__":
     run_standalone(check_data_command, "python -m rtmdet_keras.data.check")
