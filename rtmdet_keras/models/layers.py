@@ -114,9 +114,9 @@ class HardSigmoid(keras.layers.Layer):
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """Keras' ``BatchNormalization`` that trains with TensorFlow's fused kernel (``FusedBatchNormV3``).
 
-    Why: Keras 3 normalises in training mode with ``moments`` and ``batch_normalization``, about 40 graph
-    ops a layer forward and backward instead of two. For nano's 70 BatchNorms that was a third of the
-    training step's graph, half of its first-step tracing time and a fifth of every step on 2 CPU cores
+    Why: Keras 3 normalises in training mode with ``moments`` and ``batch_normalization``, about 60 graph
+    ops a layer forward and backward where the fused kernel needs a few. For nano's 70 BatchNorms that was
+    half the training step's graph, 40 % of its first call and a quarter of every step on 2 CPU cores
     (docs/benchmarks.md, "Training"). Inference (and so export) is Keras' own code, unchanged.
 
     Training mode normalises with the batch's mean and (biased) variance, as Keras does; the moving
