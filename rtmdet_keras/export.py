@@ -628,7 +628,7 @@ def _check_images(cfg, check_dataset, n, fallback):
 def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib_dataset=None,
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
-                  print_fn=print) -> Dict[str, Path]:
+                  fold_bgr: bool = True, print_fn=print) -> Dict[str, Path]:
     """Export ``network`` (the functional Keras model of :func:`rtmdet_keras.models.build_model`) to
     ``out_dir``.
 
@@ -644,6 +644,9 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             batch-1 signature the ``.tflite`` files come from).
         check: compare every ``.tflite`` with the Keras network on ``check_images`` images of
             ``check_dataset`` (default: the validation split, else calibration images) and print it.
+        fold_bgr: export a BGR network with its channel reversal folded into the first convolution
+            (:mod:`rtmdet_keras.models.channel_fold`: no GATHER in the graph, same outputs); False keeps
+            the GATHER.
 
     Returns:
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
@@ -663,6 +666,13 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
     if layout not in OUTPUT_LAYOUTS:
         raise ExportError(f"unknown output layout {layout!r}; use one of {', '.join(OUTPUT_LAYOUTS)}")
     check_network_matches_config(network, cfg)
+    exported = network
+    if fold_bgr:
+        from rtmdet_keras.models.channel_fold import find_bgr_normalization, fold_channel_reversal
+
+        if find_bgr_normalization(network) is not None:
+            exported = fold_channel_reversal(network)
+            print_fn("BGR channel reversal folded into the first convolution (no GATHER in the graph)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or cfg.name
@@ -681,9 +691,9 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
     with tempfile.TemporaryDirectory(prefix="rtmdet_export_") as tmp:
         t0 = time.perf_counter()
         if saved_model:
-            source = paths["saved_model"] = write_saved_model(network, cfg, out_dir / f"{name}_saved_model", layout)
+            source = paths["saved_model"] = write_saved_model(exported, cfg, out_dir / f"{name}_saved_model", layout)
         else:
-            source = write_saved_model(network, cfg, Path(tmp) / "batch1", layout, dynamic=False)
+            source = write_saved_model(exported, cfg, Path(tmp) / "batch1", layout, dynamic=False)
         timings["saved_model"] = time.perf_counter() - t0
         print_fn(f"SavedModel{': ' + str(source) if saved_model else ' (temporary)'}: "
                  f"{timings['saved_model']:.1f} s")

@@ -42,7 +42,8 @@ class InputNormalization(keras.layers.Layer):
 
     Input ``[B, H, W, 3]`` RGB in 0-255. ``channel_order="bgr"`` reverses the channels first;
     ``mean`` and ``std`` are given in the order *after* reordering (as in the config). Computed as
-    ``x * (1/std) + (-mean/std)``: one MUL and one ADD in TFLite (and a GATHER for "bgr").
+    ``x * (1/std) + (-mean/std)``: one MUL and one ADD in TFLite (and a GATHER for "bgr", which the
+    export folds into the first convolution: :mod:`rtmdet_keras.models.channel_fold`).
     """
 
     def __init__(self, channel_order="rgb", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), **kwargs):
