@@ -66,6 +66,7 @@ import numpy as np
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, run_standalone
 
 FORMATS = ("float32", "float16", "int8")
+INTEGER_FORMATS = ("int8",)  # the formats --c-array writes as C arrays
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
@@ -628,7 +629,7 @@ def _check_images(cfg, check_dataset, n, fallback):
 def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib_dataset=None,
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
-                  fold_bgr: bool = True, print_fn=print) -> Dict[str, Path]:
+                  fold_bgr: bool = True, c_array: bool = False, print_fn=print) -> Dict[str, Path]:
     """Export ``network`` (the functional Keras model of :func:`rtmdet_keras.models.build_model`) to
     ``out_dir``.
 
@@ -647,6 +648,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
         fold_bgr: export a BGR network with its channel reversal folded into the first convolution
             (:mod:`rtmdet_keras.models.channel_fold`: no GATHER in the graph, same outputs); False keeps
             the GATHER.
+        c_array: also write each integer model as ``<stem>.cc``/``<stem>.h`` for TFLite Micro
+            (:mod:`rtmdet_keras.c_array`).
 
     Returns:
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
@@ -725,6 +728,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             print_fn(table.rstrip())
             for problem in meta.get("problems", []):
                 print_fn(f"WARNING: {problem}")
+            if c_array and fmt in INTEGER_FORMATS:
+                _write_c_array(path, meta, print_fn)
 
     if check and any(f in paths for f in FORMATS):
         images = _check_images(cfg, check_dataset, check_images, calib)
@@ -743,6 +748,13 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
                      f"(scores in [0, 1], boxes in input pixels):")
             print_fn(format_check_table(rows).rstrip())
     return paths
+
+
+def _write_c_array(tflite_path, meta, print_fn, note=None) -> None:
+    from rtmdet_keras.c_array import write_c_array
+
+    files = write_c_array(tflite_path, meta=meta, note=note)
+    print_fn(f"C array for TFLite Micro: {files['cc']}, {files['h']}")
 
 
 def _write_json(path, data) -> None:
@@ -788,8 +800,12 @@ def _write_json(path, data) -> None:
               help="Output layout (see the module docs); the default keeps int8 most accurate.")
 @click.option("--name", default=None, help="File stem (default: the config name, e.g. nano -> nano_int8.tflite).")
 @click.option("--no-check", is_flag=True, help="Skip the comparison with the Keras model.")
+@click.option("--c-array", is_flag=True,
+              help="Also write the integer models as <stem>.cc/.h C arrays for TFLite Micro.")
+@click.option("--keep-bgr-gather", is_flag=True,
+              help="Keep the BGR presets' channel reversal as a GATHER op instead of folding it into the stem conv.")
 def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8, want_float16, want_float32,
-                   want_all, out_dir, calib_images, input_type, layout, name, no_check):
+                   want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array, keep_bgr_gather):
     """Export a checkpoint to TFLite (float32, float16, full-integer int8) and a SavedModel.
 
     \b
@@ -811,10 +827,13 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
         formats = list(FORMATS)
     if fmt == "saved_model":
         formats = []
+    if c_array and not any(f in INTEGER_FORMATS for f in formats):
+        raise click.UsageError(f"--c-array writes the integer models ({', '.join(INTEGER_FORMATS)}); add --int8")
     try:
         network = load_network(cfg, model_path)
         export_tflite(network, cfg, Path(out_dir) if out_dir else model_path.parent, formats,
-                      int8_input=input_type, layout=layout, name=name, check=not no_check)
+                      int8_input=input_type, layout=layout, name=name, check=not no_check,
+                      fold_bgr=not keep_bgr_gather, c_array=c_array)
     except (ExportError, ModelLoadError) as e:
         raise click.ClickException(str(e)) from None
 
