@@ -8,7 +8,11 @@ one SavedModel and converted with ``tf.lite.TFLiteConverter.from_saved_model``
 (``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights
 and activations, ``TFLITE_BUILTINS_INT8`` only (no float fallback), int8 (or uint8) input, int8
 outputs, calibrated on ``cfg.export.calib_images`` training images passed through the *evaluation*
-transform (keep-ratio letterbox, pad 114 bottom/right).
+transform (keep-ratio letterbox, pad 114 bottom/right). ``int16x8`` (``--int16x8``, on request) is
+calibrated the same way with 16-bit activations (int16 input and outputs, symmetric) and 8-bit weights.
+``--c-array`` also writes each integer model as ``<stem>.cc``/``.h`` (:mod:`rtmdet_keras.c_array`). The
+BGR presets' channel reversal is folded into the stem convolution (:mod:`rtmdet_keras.models.channel_fold`),
+so no GATHER reaches the graph.
 
 Input contract (every format)
     ``images [1, H, W, 3]``: the raw letterboxed RGB image, 0-255 (H, W = ``cfg.imgsz``). Channel
@@ -65,8 +69,11 @@ import numpy as np
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, run_standalone
 
-FORMATS = ("float32", "float16", "int8")
-INTEGER_FORMATS = ("int8",)  # the formats --c-array writes as C arrays
+DEFAULT_FORMATS = ("float32", "float16", "int8")  # --all
+# int16x8: 16-bit activations, 8-bit weights (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8),
+# run by LiteRT, TFLite Micro and Ethos-U; on request only (the reference-kernel calibration is slower).
+FORMATS = DEFAULT_FORMATS + ("int16x8",)
+INTEGER_FORMATS = ("int8", "int16x8")  # calibrated, fully integer; --c-array writes these as C arrays
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
@@ -388,6 +395,21 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[int8_input]
         conv.inference_output_type = tf.int8
+    elif fmt == "int16x8":
+        if representative is None or len(representative) == 0:
+            raise ExportError("int16x8 export needs calibration images")
+        images16 = pin_input_range(representative).astype(np.float32)
+
+        def representative_dataset16():
+            for img in images16:
+                yield [img[None]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative_dataset16
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        # int16 tensors are symmetric (zero point 0): the input 0-255 gets scale 255/32767.
+        conv.inference_input_type = tf.int16
+        conv.inference_output_type = tf.int16
     else:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     try:
@@ -626,7 +648,7 @@ def _check_images(cfg, check_dataset, n, fallback):
     return _as_images(check_dataset, cfg, n)
 
 
-def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib_dataset=None,
+def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMATS, calib_dataset=None,
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
                   fold_bgr: bool = True, c_array: bool = False, print_fn=print) -> Dict[str, Path]:
@@ -634,7 +656,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
     ``out_dir``.
 
     Args:
-        formats: any of ``"float32"``, ``"float16"``, ``"int8"``.
+        formats: any of ``"float32"``, ``"float16"``, ``"int8"``, ``"int16x8"`` (16-bit activations, 8-bit
+            weights; calibrated like int8, int16 input and outputs).
         calib_dataset: int8 calibration images: a data set, an array ``[N, H, W, 3]`` of letterboxed
             images, or None for ``cfg.export.calib_images`` images of the training split.
         int8_input: ``"int8"`` or ``"uint8"`` input for the int8 model (default
@@ -683,7 +706,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
     timings = {}
 
     calib = None
-    if "int8" in formats:
+    if any(f in INTEGER_FORMATS for f in formats):
         if calib_dataset is None:
             calib_dataset = _load_split(cfg, "train", "int8 calibration needs the training images")
         calib = calibration_images(cfg, calib_dataset)
@@ -702,7 +725,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
                  f"{timings['saved_model']:.1f} s")
         for fmt in formats:
             t0 = time.perf_counter()
-            flat = convert_saved_model(source, fmt, calib if fmt == "int8" else None, int8_input)
+            flat = convert_saved_model(source, fmt, calib if fmt in INTEGER_FORMATS else None, int8_input)
             timings[fmt] = time.perf_counter() - t0
             path = out_dir / f"{name}_{fmt}.tflite"
             tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -718,8 +741,9 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             meta = export_metadata(detector, cfg, fmt, layout, class_names, ops)
             meta["export_seconds"] = {"saved_model": round(timings["saved_model"], 2),
                                       "convert": round(timings[fmt], 2)}
-            if fmt == "int8":
+            if fmt in INTEGER_FORMATS:
                 meta["calibration_images"] = int(len(calib))
+            if fmt == "int8":
                 meta["problems"] = int8_graph_problems(summary, int8_input)
             _write_json(path.with_suffix(".json"), meta)
             print_fn(f"\n{path} ({path.stat().st_size / 1024:.0f} KiB, {timings[fmt]:.1f} s): "
@@ -791,6 +815,8 @@ def _write_json(path, data) -> None:
 @click.option("--int8", "want_int8", is_flag=True, help="Full-integer int8 .tflite.")
 @click.option("--float16", "want_float16", is_flag=True, help="Float16-weight .tflite.")
 @click.option("--float32", "want_float32", is_flag=True, help="Float32 .tflite.")
+@click.option("--int16x8", "want_int16x8", is_flag=True,
+              help="16-bit activations, 8-bit weights .tflite (int16 input/outputs; calibrated like int8).")
 @click.option("--all", "want_all", is_flag=True, help="float32, float16 and int8 (the default without flags).")
 @click.option("--out-dir", default=None, help="Output folder (default: the checkpoint's folder).")
 @click.option("--calib-images", type=int, default=None, help="Calibration images (default export.calib_images).")
@@ -805,7 +831,7 @@ def _write_json(path, data) -> None:
 @click.option("--keep-bgr-gather", is_flag=True,
               help="Keep the BGR presets' channel reversal as a GATHER op instead of folding it into the stem conv.")
 def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8, want_float16, want_float32,
-                   want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array, keep_bgr_gather):
+                   want_int16x8, want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array, keep_bgr_gather):
     """Export a checkpoint to TFLite (float32, float16, full-integer int8) and a SavedModel.
 
     \b
@@ -822,13 +848,14 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
         if calib_images < 1:
             raise click.BadParameter("must be at least 1", param_hint="--calib-images")
         cfg.export.calib_images = int(calib_images)
-    formats = [f for f, on in (("float32", want_float32), ("float16", want_float16), ("int8", want_int8)) if on]
+    formats = [f for f, on in (("float32", want_float32), ("float16", want_float16), ("int8", want_int8),
+                               ("int16x8", want_int16x8)) if on]
     if want_all or not formats:
-        formats = list(FORMATS)
+        formats = list(dict.fromkeys(list(DEFAULT_FORMATS) + formats))
     if fmt == "saved_model":
         formats = []
     if c_array and not any(f in INTEGER_FORMATS for f in formats):
-        raise click.UsageError(f"--c-array writes the integer models ({', '.join(INTEGER_FORMATS)}); add --int8")
+        raise click.UsageError(f"--c-array writes the integer models ({', '.join(INTEGER_FORMATS)}); add --int8 or --int16x8")
     try:
         network = load_network(cfg, model_path)
         export_tflite(network, cfg, Path(out_dir) if out_dir else model_path.parent, formats,
