@@ -57,7 +57,22 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     """
     from rtmdet_keras.checkpoint_convert import check_weights_file
     from rtmdet_keras.training.checkpoint import latest_checkpoint
+    from rtmdet_keras.training.distribute import remove_temporary_work_dir, temporary_work_dir, worker_role
     from rtmdet_keras.training.workdir import RunLog, choose_work_dir, load_resumable_state
+
+    # A multi-worker strategy must exist before TensorFlow runs anything else (it sets up the collectives).
+    strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    role = worker_role(strategy)
+    if not role.is_chief:
+        # Only the chief writes the run folder and reads its checkpoint: this worker gets the chief's
+        # state at the start (training/distribute.py) and writes its files into a temporary folder.
+        work_dir = temporary_work_dir(role)
+        log = RunLog(work_dir / "train.log")
+        try:
+            return _run(cfg, work_dir, None, None, seed, strategy, callbacks, verbose, log.tee(print_fn), log, role)
+        finally:
+            log.close()
+            remove_temporary_work_dir(work_dir)
 
     named = work_dir or cfg.work_dir
     work_dir, note = choose_work_dir(Path(named) if named else default_work_dir(cfg), resume=resume,
@@ -78,7 +93,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     if resume and ckpt is None:
         print_fn(f"--resume: no checkpoint in {work_dir}, starting a new run")
     try:
-        return _run(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log)
+        return _run(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role)
     except BaseException as e:  # the log ends with why the run stopped, then the error goes on as it was
         log.write(f"stopped: {type(e).__name__}: {e}")
         raise
@@ -86,9 +101,10 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
         log.close()
 
 
-def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log) -> dict:
+def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role) -> dict:
     """The run itself, in a work dir chosen and checked by :func:`train`; ``state``: the training
-    state to resume (read from ``ckpt``) or None."""
+    state to resume (read from ``ckpt``) or None; ``role``: this process's
+    :class:`~rtmdet_keras.training.distribute.WorkerRole` (the others get the chief's state)."""
     import keras
 
     from rtmdet_keras.data import load_split
@@ -101,6 +117,10 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
     )
     from rtmdet_keras.training.checkpoint import CheckpointCallback, restore_training_state, run_checkpoints
     from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
+    from rtmdet_keras.training.distribute import (
+        SyncBatchNormStatistics, broadcast_from_chief, distribute_train_dataset, shard_plan, stream_start,
+        sync_from_chief,
+    )
     from rtmdet_keras.training.ema import ExpMomentumEMA
     from rtmdet_keras.training.schedule import lr_key, scaled_lr, training_schedule
     from rtmdet_keras.training.workdir import WorkDirError
@@ -116,15 +136,15 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
     cfg.class_names = list(train_set.class_names)
     cfg.save(work_dir / "config.yaml")
 
-    strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise click.ClickException(f"batch_size {cfg.batch_size} is not divisible by the {replicas} replicas")
-    stage1, stage2 = build_stage_pipelines(train_set, cfg)
-    steps = stage1.steps_per_epoch
-    if stage1.empty_images_left_out:
-        print_fn(f"{stage1.empty_images_left_out} of {len(train_set)} training images have no boxes and are left out "
-                 "(filter_empty_gt=false keeps them as negatives)")
+    if replicas % role.count:
+        raise click.ClickException(f"{replicas} replicas cannot be split evenly over {role.count} workers: every "
+                                   "worker needs the same number of devices")
+    try:
+        plan = shard_plan(cfg.batch_size, role.count, replicas // role.count)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    steps = plan.steps_per_epoch(sum(1 for r in train_set.records if len(r.labels) or not cfg.filter_empty_gt))
 
     with strategy.scope():
         network = build_model(cfg)
@@ -145,20 +165,45 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
         best_epoch = meta.get("best_epoch")
         run_id = meta.get("run_id")  # None: written before runs had ids
         print_fn(f"resumed from {ckpt}: epoch {initial_epoch}, step {int(optimizer.iterations.numpy())}")
-    elif cfg.load_from or cfg.backbone_weights:
+    elif (cfg.load_from or cfg.backbone_weights) and role.is_chief:
         from rtmdet_keras.checkpoint_convert import load_pretrained
 
         load_pretrained(network, cfg, print_fn=print_fn)
+    if role.multi:
+        # Every worker starts from the chief's weights, optimiser and EMA (restored or loaded there).
+        header = sync_from_chief(strategy, role, [*detector.weights, *optimizer.variables, *ema.state_variables()],
+                                 [initial_epoch, best_metric, -1 if best_epoch is None else best_epoch])
+        initial_epoch, best_metric = int(header[0]), float(header[1])
+        best_epoch = None if header[2] < 0 else int(header[2])
+        if not role.is_chief and initial_epoch:
+            print_fn(f"worker {role.index}: resumed with the chief at epoch {initial_epoch}, step "
+                     f"{int(optimizer.iterations.numpy())}")
+
+    stage1_epochs = max(cfg.max_epochs - cfg.stage2_num_epochs, 0)
+    # A resumed run's streams go on where the interrupted run was (no batch seen twice or skipped).
+    stage1, stage2 = build_stage_pipelines(train_set, cfg, stream_start(initial_epoch, stage1_epochs, steps),
+                                           shard=(plan, role.index) if role.multi else None)
+    assert stage1.steps_per_epoch == steps, (stage1.steps_per_epoch, steps)
+    if stage1.empty_images_left_out:
+        print_fn(f"{stage1.empty_images_left_out} of {len(train_set)} training images have no boxes and are left out "
+                 "(filter_empty_gt=false keeps them as negatives)")
+    stage1_data, stage2_data = stage1.dataset, stage2.dataset
+    if role.multi:
+        stage1_data = distribute_train_dataset(strategy, stage1_data, role)
+        stage2_data = distribute_train_dataset(strategy, stage2_data, role)
+        print_fn(f"worker {role.index} of {role.count}{' (chief)' if role.is_chief else ''}: "
+                 f"{plan.per_worker} samples of each global batch of {plan.global_batch}, "
+                 f"{plan.per_replica} per replica")
 
     start_from = "loaded weights" if cfg.load_from or cfg.backbone_weights else "scratch"
     print_fn(f"lr {scaled_lr(cfg):.3g} at batch {cfg.batch_size} ({lr_key(cfg)}, from {start_from}), "
              f"{steps} steps per epoch, {cfg.max_epochs * steps} in all")
-    stage1_epochs = max(cfg.max_epochs - cfg.stage2_num_epochs, 0)
     evaluator = CocoEvalCallback(
         val_set, make_dataset_predictor(network, cfg), network, interval=cfg.val_interval, dense_from=stage1_epochs,
         max_epochs=cfg.max_epochs, ema=ema, work_dir=work_dir, best_metric=best_metric,
         tensorboard=TensorBoardWriter(work_dir / "tensorboard", val_set, cfg.class_names),
-        print_fn=print_fn,
+        print_fn=print_fn, evaluate_here=role.is_chief,
+        share_fn=(lambda value: float(broadcast_from_chief(strategy, role, [value])[0])) if role.multi else None,
     )
     evaluator.best_epoch = best_epoch
     # The checkpoint keeps the run's id (the retention deletes only the run's own files, a resumed run
@@ -181,7 +226,8 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
     # Order matters: the clock first (it times the steps alone), the EMA is updated before evaluation
     # reads it, evaluation writes its metrics into the logs before early stopping, TensorBoard and
     # results.csv read them, and the checkpoint stores the best metric just found.
-    all_callbacks = [clock, NanGuard(), ema, evaluator, early_stop, saver,
+    all_callbacks = [clock, NanGuard(), *([SyncBatchNormStatistics(strategy, role, ema)] if role.multi else []),
+                     ema, evaluator, early_stop, saver,
                      keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), update_freq="epoch"),
                      LearningRateLogger(), results, user]
 
@@ -189,14 +235,14 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
     if initial_epoch < stage1_epochs:
         print_fn(f"stage 1 (Mosaic{' + MixUp' if cfg.augment.mixup else ''}): epochs {initial_epoch + 1}-"
                  f"{stage1_epochs}, {steps} steps each")
-        detector.fit(stage1.dataset, epochs=stage1_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        detector.fit(stage1_data, epochs=stage1_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                      callbacks=all_callbacks, verbose=verbose, shuffle=False)
     # fit() clears stop_training when it starts, so what early stopping set in stage 1 is still there.
     stopped = bool(detector.stop_training) and initial_epoch < stage1_epochs
     if initial_epoch < cfg.max_epochs and not stopped:
         first = max(initial_epoch, stage1_epochs)
         print_fn(f"stage 2 (no Mosaic/MixUp): epochs {first + 1}-{cfg.max_epochs}")
-        detector.fit(stage2.dataset, epochs=cfg.max_epochs, initial_epoch=first, steps_per_epoch=steps,
+        detector.fit(stage2_data, epochs=cfg.max_epochs, initial_epoch=first, steps_per_epoch=steps,
                      callbacks=all_callbacks, verbose=verbose, shuffle=False)
         stopped = bool(detector.stop_training)
     user.finish()

@@ -29,6 +29,7 @@ from rtmdet_keras.data import transforms as T
 from rtmdet_keras.data.cache import FileImages, ImageSource, image_source_for
 from rtmdet_keras.data.images import load_image
 from rtmdet_keras.data.transforms import letterbox
+from rtmdet_keras.training.distribute import worker_takes
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def _derive_max_boxes(records, mosaic: bool, mixup: bool, cap: int) -> Tuple[int
 
 def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = None, shuffle: bool = True,
                          max_boxes: Optional[int] = None, image_source: Optional[ImageSource] = None,
-                         cache_budget_bytes: Optional[int] = None) -> TrainPipeline:
+                         cache_budget_bytes: Optional[int] = None, start_step: int = 0,
+                         shard=None) -> TrainPipeline:
     """The training pipeline of ``stage`` 1 (Mosaic, MixUp when configured) or 2 (neither).
 
     Args:
@@ -260,9 +262,14 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
             counted in :attr:`TrainPipeline.dropped_boxes` and reported on stderr.
         image_source: where pixels come from (default: an in-memory cache when
             ``cfg.augment.cache_images`` and it fits ``cache_budget_bytes``, else the files).
+        start_step: global batches of the stream to skip (a resumed run continues where it stopped).
+        shard: ``(plan, worker)``, a :class:`~rtmdet_keras.training.distribute.ShardPlan` and this
+            worker's index: the stream keeps only the worker's share of each global batch, in batches of
+            ``plan.per_replica`` (see :mod:`rtmdet_keras.training.distribute`); None: one machine.
     Returns:
         :class:`TrainPipeline`; its ``dataset`` yields ``(uint8 [B, H, W, 3], {"boxes": float32
-        [B, N, 4], "labels": int32 [B, N]})`` with ``B = cfg.batch_size``.
+        [B, N, 4], "labels": int32 [B, N]})`` with ``B = cfg.batch_size`` (``plan.per_replica`` with
+        ``shard``); ``steps_per_epoch`` counts global batches either way.
     """
     records = list(dataset.records)
     if not records:
@@ -275,7 +282,15 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
                          f"split from {getattr(dataset, 'source', '?')} has a box: nothing to learn from (set "
                          "filter_empty_gt=false to train on them as negatives anyway)")
     seed = int(cfg.seed if seed is None else seed)
-    batch = int(cfg.batch_size)
+    global_batch = int(cfg.batch_size)
+    plan, worker = shard if shard is not None else (None, 0)
+    if plan is not None and plan.global_batch != global_batch:
+        raise ValueError(f"the shard plan splits a global batch of {plan.global_batch}, the config's batch_size "
+                         f"is {global_batch}")
+    batch = plan.per_replica if plan is not None else global_batch
+    # Each batch of the stream gets a number unique over the cluster (MixUp seeds); one machine: 0, 1, 2...
+    replicas = plan.workers * plan.replicas_per_worker if plan is not None else 1
+    per_worker = plan.replicas_per_worker if plan is not None else 1
     mosaic, mixup, _, _ = _stage_settings(cfg, stage)
     if max_boxes is None:
         per_sample, max_boxes = _derive_max_boxes(records, mosaic, mixup, MAX_BOXES_CAP)
@@ -291,10 +306,12 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
                     tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_with_dropped_boxes"))
     mixup_prob = float(cfg.augment.mixup_prob)
 
-    def finish_batch(b, sample):
+    def finish_batch(j, sample):
         images, boxes, labels, dropped = sample
         dropped = tf.reduce_sum(dropped)
         if mixup:
+            step = int(start_step) + j // per_worker
+            b = step * replicas + worker * per_worker + j % per_worker
             u = tf.random.stateless_uniform([batch, 3], seed=tf.stack([tf.constant(seed, tf.int64), -(b + 1)]))
             images, boxes, labels = T.mixup_batch(images, boxes, labels, u, mixup_prob)
             boxes, labels, more = T.pack_boxes(boxes, labels, labels >= 0, max_boxes)
@@ -305,25 +322,33 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
         return images, {"boxes": boxes, "labels": labels}
 
     ds = _index_stream(len(pool), seed, shuffle).enumerate()
+    if start_step:
+        ds = ds.skip(int(start_step) * global_batch)
+    if plan is not None and plan.workers > 1:
+        ds = ds.filter(lambda k, i: worker_takes(k, plan, worker))
     ds = ds.map(lambda k, i: sampler(k, sampler.pool[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
     if int(cfg.workers) > 0:
         options = tf.data.Options()
         options.threading.private_threadpool_size = int(cfg.workers)
         ds = ds.with_options(options)
-    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / batch)), max_boxes=max_boxes,
+    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / global_batch)), max_boxes=max_boxes,
                          stage=stage, batch_size=batch, num_images=len(pool),
                          cached=not isinstance(image_source, FileImages),
                          cache_bytes=int(getattr(image_source, "nbytes", 0)),
                          empty_images_left_out=len(records) - len(pool), _counters=counters)
 
 
-def build_stage_pipelines(dataset, cfg) -> Tuple[TrainPipeline, TrainPipeline]:
+def build_stage_pipelines(dataset, cfg, start_steps: Tuple[int, int] = (0, 0),
+                          shard=None) -> Tuple[TrainPipeline, TrainPipeline]:
     """Stage 1 and stage 2 of a training run, seeded ``cfg.seed`` and ``cfg.seed + 1``. Stage 2 pads its
     targets to stage 1's ``max_boxes``: the batches then have one shape, and the second ``fit`` reuses
-    the compiled training step instead of tracing it again (about half a minute on 2 cores)."""
-    stage1 = build_train_pipeline(dataset, cfg, stage=1, seed=cfg.seed)
-    stage2 = build_train_pipeline(dataset, cfg, stage=2, seed=cfg.seed + 1, max_boxes=stage1.max_boxes)
+    the compiled training step instead of tracing it again (about half a minute on 2 cores).
+    ``start_steps``: global batches each stream skips (a resumed run); ``shard``: see
+    :func:`build_train_pipeline`."""
+    stage1 = build_train_pipeline(dataset, cfg, stage=1, seed=cfg.seed, start_step=start_steps[0], shard=shard)
+    stage2 = build_train_pipeline(dataset, cfg, stage=2, seed=cfg.seed + 1, max_boxes=stage1.max_boxes,
+                                  start_step=start_steps[1], shard=shard)
     return stage1, stage2
 
 

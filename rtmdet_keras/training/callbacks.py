@@ -62,11 +62,16 @@ class CocoEvalCallback(keras.callbacks.Callback):
     detections to ``tensorboard`` (a :class:`TensorBoardWriter`) when given.
 
     ``predict_fn(dataset) -> Detections`` runs the network and decode + NMS on the whole split.
+
+    Several workers (``--strategy multiworker``): the chief evaluates (``evaluate_here``), the others do
+    not, and ``share_fn(bbox_mAP or None) -> bbox_mAP`` gives every worker the chief's value, so that
+    ``best_metric``, ``best_epoch`` and the ``val_bbox_mAP`` that early stopping reads agree.
     """
 
     def __init__(self, dataset, predict_fn: Callable, network: keras.Model, interval: int = 10,
                  dense_from: Optional[int] = None, max_epochs: Optional[int] = None, ema=None,
-                 work_dir=None, best_metric: float = -1.0, tensorboard=None, print_fn=print):
+                 work_dir=None, best_metric: float = -1.0, tensorboard=None, print_fn=print,
+                 evaluate_here: bool = True, share_fn: Optional[Callable] = None):
         super().__init__()
         self.dataset = dataset
         self.predict_fn = predict_fn
@@ -82,6 +87,8 @@ class CocoEvalCallback(keras.callbacks.Callback):
         self.print_fn = print_fn
         self.last_result = None
         self.last_epoch = None  # the epoch (1-based) last_result belongs to
+        self.evaluate_here = bool(evaluate_here)
+        self.share_fn = share_fn
 
     def due(self, epoch_done: int) -> bool:
         return (epoch_done % self.interval == 0 or epoch_done == self.max_epochs
@@ -105,10 +112,19 @@ class CocoEvalCallback(keras.callbacks.Callback):
         done = epoch + 1
         if not self.due(done):
             return
+        if not self.evaluate_here:  # another worker evaluates; take its result
+            current = float(self.share_fn(None))
+            if current > self.best_metric:
+                self.best_metric, self.best_epoch = current, done
+            if logs is not None:
+                logs["val_bbox_mAP"] = current
+            return
         # One swap for the predictions and, when they are the best so far, the saved model.
         with self._weights():
             result, detections = self._score()
             current = result.metrics["bbox_mAP"]
+            if self.share_fn is not None:
+                self.share_fn(current)  # the other workers wait for it
             is_best = self.work_dir is not None and current > self.best_metric
             if is_best:
                 self.best_metric, self.best_epoch = current, done

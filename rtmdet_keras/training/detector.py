@@ -51,6 +51,17 @@ class RTMDetDetector(keras.Model):
             with keras.name_scope(optimizer.name, caller=optimizer):
                 optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras' fit builds the model from the first batch of its iterator: it draws that
+        # batch (and so drops it from the stream) and averages it over the replicas, which
+        # MultiWorkerMirroredStrategy cannot do for a nested batch (a PerReplica-to-Tensor error at the
+        # first step). The network is built when it is made and the optimiser in compile(), so no batch
+        # is needed: the wrapper is marked built and the iterator left alone.
+        if self.network.built and (self.optimizer is None or self.optimizer.built):
+            self.built = True
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def attach_step_hook(self, fn) -> None:
         """Run ``fn()`` (TensorFlow ops, e.g. an EMA update) inside every training step, after the
         optimiser has applied the gradients. Called from a callback's ``on_train_begin``, the training
@@ -69,6 +80,10 @@ class RTMDetDetector(keras.Model):
         logs = super().train_step(data)
         for hook in self._step_hooks:
             hook()
+        if _multi_worker(self.distribute_strategy):
+            # Keras averages each log over the workers with strategy.reduce("MEAN", value, axis=0), which
+            # fails on a scalar; as a 1-vector per replica the same call gives the scalar mean.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
     def call(self, images, training=False):
@@ -94,6 +109,11 @@ class RTMDetDetector(keras.Model):
         self.box_loss_tracker.update_state(loss_box)
         # Keras sums gradients over replicas: each replica contributes its share of the global mean.
         return keras.src.losses.loss.scale_loss_for_distribution(loss_cls + loss_box)
+
+
+def _multi_worker(strategy) -> bool:
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
 
 
 def _is_no_decay(variable, layer) -> bool:

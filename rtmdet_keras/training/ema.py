@@ -104,6 +104,17 @@ class ExpMomentumEMA(keras.callbacks.Callback):
             s.assign(np.asarray(w))
         self.updates.assign(int(state["updates"]))
 
+    def state_variables(self) -> list:
+        """The averaged weights and the update count (what a checkpoint stores), as variables."""
+        self._ensure_built()
+        return [*self._shadow, self.updates]
+
+    def shadows_of(self, variables) -> list:
+        """The averages of ``variables`` (weights of the model), as variables."""
+        self._ensure_built()
+        index = {id(v): s for v, s in zip(self._targets, self._shadow)}
+        return [index[id(v)] for v in variables]
+
     def averaged_weights(self):
         self._ensure_built()
         return [s.numpy() for s in self._shadow]
