@@ -651,7 +651,8 @@ def _check_images(cfg, check_dataset, n, fallback):
 def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMATS, calib_dataset=None,
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
-                  fold_bgr: bool = True, c_array: bool = False, print_fn=print) -> Dict[str, Path]:
+                  fold_bgr: bool = True, c_array: bool = False, vela: Optional[dict] = None,
+                  print_fn=print) -> Dict[str, Path]:
     """Export ``network`` (the functional Keras model of :func:`rtmdet_keras.models.build_model`) to
     ``out_dir``.
 
@@ -673,6 +674,9 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
             the GATHER.
         c_array: also write each integer model as ``<stem>.cc``/``<stem>.h`` for TFLite Micro
             (:mod:`rtmdet_keras.c_array`).
+        vela: compile the int8 model for an Ethos-U NPU with Arm's Vela (:mod:`rtmdet_keras.vela`):
+            ``{"accelerator": "ethos-u55-64", "system_config": ..., "memory_mode": ..., "config_file": ...}``
+            (keys optional); writes ``<stem>_vela.tflite`` (``paths["vela"]``), ``_vela.txt`` and ``_vela.json``.
 
     Returns:
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
@@ -691,6 +695,15 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
         raise ExportError(f"int8 input type must be int8 or uint8, got {int8_input!r}")
     if layout not in OUTPUT_LAYOUTS:
         raise ExportError(f"unknown output layout {layout!r}; use one of {', '.join(OUTPUT_LAYOUTS)}")
+    if vela is not None:
+        if "int8" not in formats:
+            raise ExportError("Vela compiles the int8 model: add int8 to the formats (--int8)")
+        from rtmdet_keras.vela import VelaError, find_vela
+
+        try:
+            find_vela()  # before the conversion, not after it
+        except VelaError as e:
+            raise ExportError(str(e)) from None
     check_network_matches_config(network, cfg)
     exported = network
     if fold_bgr:
@@ -754,6 +767,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
                 print_fn(f"WARNING: {problem}")
             if c_array and fmt in INTEGER_FORMATS:
                 _write_c_array(path, meta, print_fn)
+            if vela is not None and fmt == "int8":
+                paths["vela"] = _compile_vela(path, meta, vela, c_array, print_fn)
 
     if check and any(f in paths for f in FORMATS):
         images = _check_images(cfg, check_dataset, check_images, calib)
@@ -779,6 +794,23 @@ def _write_c_array(tflite_path, meta, print_fn, note=None) -> None:
 
     files = write_c_array(tflite_path, meta=meta, note=note)
     print_fn(f"C array for TFLite Micro: {files['cc']}, {files['h']}")
+
+
+def _compile_vela(int8_path, meta, options, c_array, print_fn) -> Path:
+    from rtmdet_keras.vela import VelaError, compile_vela, format_vela_summary
+
+    try:
+        result = compile_vela(int8_path, **options)
+    except VelaError as e:
+        raise ExportError(str(e)) from None
+    print_fn(f"\n{result['files']['tflite']}: {format_vela_summary(result)}\n"
+             f"Vela's report: {result['files']['report']}")
+    if c_array:
+        _write_c_array(result["files"]["tflite"], meta, print_fn,
+                       note=f"Compiled by Vela {result['vela_version']} for {result['accelerator']} "
+                            f"({result['system_config']}, {result['memory_mode']}): the NPU part is one "
+                            f"ethos-u custom op; run it with TFLite Micro's Ethos-U kernel.")
+    return result["files"]["tflite"]
 
 
 def _write_json(path, data) -> None:
@@ -828,10 +860,18 @@ def _write_json(path, data) -> None:
 @click.option("--no-check", is_flag=True, help="Skip the comparison with the Keras model.")
 @click.option("--c-array", is_flag=True,
               help="Also write the integer models as <stem>.cc/.h C arrays for TFLite Micro.")
+@click.option("--vela", "want_vela", is_flag=True,
+              help="Compile the int8 model for an Arm Ethos-U NPU with Vela (pip install 'rtmdet_keras[vela]').")
+@click.option("--accelerator-config", default=None, metavar="NPU",
+              help="Vela's NPU (default ethos-u55-64, the Himax WE2's; ethos-u55-128, ethos-u65-256, ...).")
+@click.option("--system-config", default=None, help="Vela's --system-config (default Vela's).")
+@click.option("--memory-mode", default=None, help="Vela's --memory-mode (default Vela's).")
+@click.option("--vela-config", default=None, help="Vela's --config .ini file (system configs, memory modes).")
 @click.option("--keep-bgr-gather", is_flag=True,
               help="Keep the BGR presets' channel reversal as a GATHER op instead of folding it into the stem conv.")
 def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8, want_float16, want_float32,
-                   want_int16x8, want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array, keep_bgr_gather):
+                   want_int16x8, want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array,
+                   want_vela, accelerator_config, system_config, memory_mode, vela_config, keep_bgr_gather):
     """Export a checkpoint to TFLite (float32, float16, full-integer int8) and a SavedModel.
 
     \b
@@ -854,13 +894,23 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
         formats = list(dict.fromkeys(list(DEFAULT_FORMATS) + formats))
     if fmt == "saved_model":
         formats = []
+    vela = None
+    if want_vela:
+        from rtmdet_keras.vela import DEFAULT_ACCELERATOR
+
+        if "int8" not in formats:
+            raise click.UsageError("--vela compiles the int8 model; add --int8")
+        vela = {"accelerator": accelerator_config or DEFAULT_ACCELERATOR, "system_config": system_config,
+                "memory_mode": memory_mode, "config_file": vela_config}
+    elif accelerator_config or system_config or memory_mode or vela_config:
+        raise click.UsageError("--accelerator-config, --system-config, --memory-mode and --vela-config go with --vela")
     if c_array and not any(f in INTEGER_FORMATS for f in formats):
         raise click.UsageError(f"--c-array writes the integer models ({', '.join(INTEGER_FORMATS)}); add --int8 or --int16x8")
     try:
         network = load_network(cfg, model_path)
         export_tflite(network, cfg, Path(out_dir) if out_dir else model_path.parent, formats,
                       int8_input=input_type, layout=layout, name=name, check=not no_check,
-                      fold_bgr=not keep_bgr_gather, c_array=c_array)
+                      fold_bgr=not keep_bgr_gather, c_array=c_array, vela=vela)
     except (ExportError, ModelLoadError) as e:
         raise click.ClickException(str(e)) from None
 
