@@ -98,6 +98,30 @@ _CLASS_CONV = re.compile(r"^bbox_head\.rtm_cls\.(\d+)$")
 _HEAD_TOWER_CONV = re.compile(r"^(bbox_head\.(?:cls|reg)_convs\.)(\d+)(\.\d+\.conv)$")
 _LIST_LIMIT = 20
 
+# Checkpoint layouts. SSCMA (Seeed-Studio/ModelAssistant) builds RTMDet from mmyolo's modules: the backbone
+# has mmdetection's names, the neck and head do not (sscma/models/necks/cspnext_pafpn.py, BaseYOLONeck;
+# sscma/models/heads/rtmdet_head.py, RTMDetHead.head_module = RTMDetSepBNHeadModule). Its neck builds
+# reduce_layers 0 and 1 as nn.Identity (no tensors) and reduce_layers.2 as the 1x1 conv on C5; its first
+# top-down layer is nn.Sequential(CSPLayer, 1x1 ConvModule), so mmdetection's reduce_layers.1 (the 1x1 on
+# T4, at the start of the second top-down step) is SSCMA's top_down_layers.0.1. For the 3-level P5 neck:
+LAYOUTS = ("mmdetection", "sscma")
+_SSCMA_TO_MMDET = (  # (SSCMA prefix, mmdetection prefix), one to one
+    ("neck.reduce_layers.2.", "neck.reduce_layers.0."),
+    ("neck.top_down_layers.0.0.", "neck.top_down_blocks.0."),
+    ("neck.top_down_layers.0.1.", "neck.reduce_layers.1."),
+    ("neck.top_down_layers.1.", "neck.top_down_blocks.1."),
+    ("neck.downsample_layers.", "neck.downsamples."),
+    ("neck.bottom_up_layers.", "neck.bottom_up_blocks."),
+    ("neck.out_layers.", "neck.out_convs."),
+    ("bbox_head.head_module.", "bbox_head."),
+)
+_SSCMA_KEY = re.compile(r"^(?:neck\.(?:top_down_layers|downsample_layers|bottom_up_layers|out_layers)\.|"
+                        r"bbox_head\.head_module\.)")
+_MMDET_KEY = re.compile(r"^(?:neck\.(?:top_down_blocks|downsamples|bottom_up_blocks|out_convs)\.|"
+                        r"bbox_head\.(?:cls_convs|reg_convs|rtm_cls|rtm_reg)\.)")
+_LAYOUT_NAMES = {"mmdetection": "mmdetection layout", "sscma": "SSCMA/mmyolo layout: neck.top_down_layers, "
+                 "bbox_head.head_module"}
+
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message lists what and why."""
@@ -107,6 +131,44 @@ def _name_list(names: Iterable[str], limit: int = _LIST_LIMIT) -> str:
     names = list(names)
     shown = ", ".join(names[:limit])
     return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def detect_layout(keys: Iterable[str]) -> str:
+    """``"mmdetection"``, ``"sscma"`` (mmyolo's neck and head names, as SSCMA saves them) or ``"backbone"``
+    (only names the two share), from the state-dict keys.
+
+    Raises:
+        CheckpointError: keys of both layouts, or an SSCMA QAT (TinyNN) model, whose tensors are not RTMDet's.
+    """
+    keys = list(keys)
+    if keys and sum(k.startswith("_model.") for k in keys) > len(keys) // 2:
+        raise CheckpointError(
+            "this is an SSCMA QAT checkpoint (RtmdetQuantModel: a TinyNN-traced graph under '_model.', with "
+            "fake-quantisation tensors), not an RTMDet state dict: give the float checkpoint the QAT run started "
+            "from (its load_from, e.g. work_dirs/rtmdet_nano_8xb32_300e_coco_relu/epoch_N.pth) and run "
+            "rtmdet_keras' own qat on it")
+    sscma = [k for k in keys if _SSCMA_KEY.match(k)]
+    mmdet = [k for k in keys if _MMDET_KEY.match(k)]
+    if sscma and mmdet:
+        raise CheckpointError(f"the state dict mixes SSCMA/mmyolo names ({sscma[0]}) and mmdetection names "
+                              f"({mmdet[0]}): it is neither layout; was it edited by hand?")
+    return "sscma" if sscma else "mmdetection" if mmdet else "backbone"
+
+
+def sscma_to_mmdetection_name(key: str) -> str:
+    """An SSCMA/mmyolo state-dict key -> the mmdetection key of the same tensor (other keys unchanged)."""
+    for theirs, ours in _SSCMA_TO_MMDET:
+        if key.startswith(theirs):
+            return ours + key[len(theirs):]
+    return key
+
+
+def mmdetection_to_sscma_name(key: str) -> str:
+    """The inverse of :func:`sscma_to_mmdetection_name` (for messages that name SSCMA's tensors)."""
+    for theirs, ours in _SSCMA_TO_MMDET:
+        if key.startswith(ours):
+            return theirs + key[len(ours):]
+    return key
 
 
 def _shared_conv_name(layer_name: str) -> Optional[str]:
@@ -127,6 +189,7 @@ class LoadReport:
     ignored: List[str] = field(default_factory=list)  # documented skips (see the module docstring)
     kept_init: List[str] = field(default_factory=list)  # Keras layers left as initialised (class convs)
     notes: List[str] = field(default_factory=list)  # one line each, printed
+    layout: Optional[str] = None  # "mmdetection", "sscma" or "backbone" for a state dict; None for other sources
 
     def summary(self) -> str:
         what = "backbone weights" if self.part == "backbone" else "weights"
@@ -134,11 +197,14 @@ class LoadReport:
         for name in self.ignored:
             kind = ("num_batches_tracked" if name.endswith("num_batches_tracked")
                     else "EMA steps" if name == "steps"
-                    else "class-prediction tensors" if name.startswith("bbox_head.rtm_cls.")
+                    else "class-prediction tensors" if name.startswith(("bbox_head.rtm_cls.",
+                                                                          "bbox_head.head_module.rtm_cls."))
                     else f"outside {self.part}.*")
             counted[kind] = counted.get(kind, 0) + 1
         skipped = "; ignored " + ", ".join(f"{n} {k}" for k, n in counted.items()) if counted else ""
-        lines = [f"{what} from {self.source}: {len(self.used)} tensors into {len(self.layers)} layers{skipped}"]
+        layout = f" ({_LAYOUT_NAMES[self.layout]})" if self.layout in _LAYOUT_NAMES else ""
+        lines = [f"{what} from {self.source}{layout}: {len(self.used)} tensors into {len(self.layers)} layers"
+                 f"{skipped}"]
         return "\n".join(lines + self.notes)
 
 
@@ -297,18 +363,24 @@ def translate_state_dict(state_dict: Mapping) -> Tuple[Dict[str, np.ndarray], Di
     otherwise ``M.bias`` -> ``M/bias``. ``num_batches_tracked`` is dropped; any other parameter name
     is kept as ``M/<name>`` (and will be reported unused).
 
+    An SSCMA (mmyolo-layout) state dict (see :func:`detect_layout`) is renamed to mmdetection's names
+    first (:func:`sscma_to_mmdetection_name`); ``origin`` keeps SSCMA's own names.
+
     Returns:
         ``(table, origin, ignored)``: arrays by Keras key, the source key of each, the dropped keys.
     """
-    bn_modules = {k[: -len(".running_mean")] for k in state_dict if k.endswith(".running_mean")}
+    layout = detect_layout(state_dict)
+    rename = sscma_to_mmdetection_name if layout == "sscma" else (lambda k: k)
+    bn_modules = {rename(k)[: -len(".running_mean")] for k in state_dict if k.endswith(".running_mean")}
     table: Dict[str, np.ndarray] = {}
     origin: Dict[str, str] = {}
     ignored = []
-    for key, value in state_dict.items():
+    for source_key, value in state_dict.items():
+        key = rename(source_key)
         module, _, param = key.rpartition(".")
         value = np.asarray(value)
         if param == "num_batches_tracked":
-            ignored.append(key)
+            ignored.append(source_key)
             continue
         if module in bn_modules:
             name = {v: k for k, v in _BN_PARAMS.items()}.get(param, param)
@@ -321,8 +393,10 @@ def translate_state_dict(state_dict: Mapping) -> Tuple[Dict[str, np.ndarray], Di
         if value.dtype.kind == "f":
             value = value.astype(np.float32)
         keras_key = f"{module}/{name}"
+        if keras_key in table:
+            raise CheckpointError(f"{source_key} and {origin[keras_key]} both map to {keras_key}")
         table[keras_key] = np.ascontiguousarray(value)
-        origin[keras_key] = key
+        origin[keras_key] = source_key
     return table, origin, ignored
 
 
@@ -398,10 +472,22 @@ def read_named_weights(path) -> Tuple[Dict[str, np.ndarray], dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def _torch_name(keras_key: str) -> str:
-    """``layer/gamma`` -> ``layer.weight`` (how mmdetection would name the tensor)."""
+def _torch_name(keras_key: str, layout: Optional[str] = None) -> str:
+    """``layer/gamma`` -> ``layer.weight`` (how mmdetection, or SSCMA for ``layout="sscma"``, would name the
+    tensor)."""
     layer, _, weight = keras_key.rpartition("/")
-    return f"{layer}.{_BN_PARAMS.get(weight, _CONV_PARAMS.get(weight, weight))}"
+    name = f"{layer}.{_BN_PARAMS.get(weight, _CONV_PARAMS.get(weight, weight))}"
+    return mmdetection_to_sscma_name(name) if layout == "sscma" else name
+
+
+def _torch_shape(shape, depthwise: bool = False) -> List[int]:
+    """A Keras weight shape in PyTorch's layout: conv ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``
+    (depthwise ``[kh, kw, C, 1]`` -> ``[C, 1, kh, kw]``); other shapes unchanged."""
+    shape = [int(d) for d in shape]
+    if len(shape) != 4:
+        return shape
+    kh, kw, a, b = shape
+    return [a, b, kh, kw] if depthwise else [b, a, kh, kw]
 
 
 def _extra_level_keys(table: Mapping, layers: Mapping) -> Dict[str, List[str]]:
@@ -416,7 +502,7 @@ def _extra_level_keys(table: Mapping, layers: Mapping) -> Dict[str, List[str]]:
     return extra
 
 
-def _problem_message(source, part, missing, leftover, wrong_shape, diverged) -> str:
+def _problem_message(source, part, missing, leftover, wrong_shape, diverged, class_hint=None, layout=None) -> str:
     problems = []
     if missing:
         problems.append(f"{len(missing)} weights of the model are not in the checkpoint: {_name_list(missing)}")
@@ -424,6 +510,8 @@ def _problem_message(source, part, missing, leftover, wrong_shape, diverged) -> 
         problems.append(f"{len(leftover)} tensors of the checkpoint have no place in the model: {_name_list(leftover)}")
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} tensors have another shape: {_name_list(wrong_shape)}")
+    if class_hint:
+        problems.append(class_hint)
     if diverged:
         problems.append("the model shares head convs across levels but the checkpoint's per-level copies differ: "
                         f"{_name_list(diverged)}; build the model with model.share_conv=false to keep them apart")
@@ -431,11 +519,16 @@ def _problem_message(source, part, missing, leftover, wrong_shape, diverged) -> 
             "neck_csp_blocks, channel_attention, share_conv)?")
     if part is None and missing and not leftover and all(not m.startswith("backbone.") for m in missing):
         hint += " It holds no neck or head weights: load it with backbone_weights= instead of load_from=."
-    return f"{source} does not fit the model:\n- " + "\n- ".join(problems) + hint
+    if layout == "sscma":
+        hint += (" For an SSCMA checkpoint give the SSCMA config it was trained with (configs/rtmdet_nano_8xb32_"
+                 "300e_coco.py, ..._relu.py, rtmdet_s_8xb32_300e_coco.py, ...): each selects the matching preset.")
+    where = f" ({_LAYOUT_NAMES[layout]})" if layout in _LAYOUT_NAMES else ""
+    return f"{source}{where} does not fit the model:\n- " + "\n- ".join(problems) + hint
 
 
 def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, origin: Optional[Mapping] = None,
-                         source: str = "checkpoint", ignored: Iterable[str] = ()) -> LoadReport:
+                         source: str = "checkpoint", ignored: Iterable[str] = (), layout: Optional[str] = None,
+                         strict_classes: bool = False) -> LoadReport:
     """Set the weights of ``model`` (or of its layers named ``part.*``) from ``table``, one to one.
 
     Args:
@@ -443,6 +536,9 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
         part: ``"backbone"`` to load only ``backbone.*``; table entries outside it are ignored.
         origin: source name of each table key, for messages and the report (default: the key itself).
         ignored: source names already dropped upstream (``num_batches_tracked``), carried into the report.
+        layout: the state dict's layout (:func:`detect_layout`), for naming missing tensors as it would.
+        strict_classes: a class count that differs is an error too (for export and evaluation, where a
+            freshly initialised class conv would make no sense), not a fine-tuning start.
 
     Raises:
         CheckpointError: model weights with no entry, entries with no weight, shapes that differ (other
@@ -453,7 +549,7 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
         raise CheckpointError(f"part must be None or one of {', '.join(PARTS)}, got {part!r}")
     origin = dict(origin or {})
     name_of = lambda k: origin.get(k, k)  # noqa: E731
-    report = LoadReport(source=source, part=part, ignored=list(ignored))
+    report = LoadReport(source=source, part=part, ignored=list(ignored), layout=layout)
     layers = {layer.name: layer for layer in model.layers if layer.weights and _in_part(layer.name, part)}
     if not layers:
         raise CheckpointError(f"the model has no layers with weights{f' named {part}.*' if part else ''}")
@@ -473,7 +569,7 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
             if key not in table and level0 in table:
                 key = level0  # a model with a conv per level, a table with the shared one
             if key not in table:
-                missing.append(_torch_name(key) if origin else key)
+                missing.append(_torch_name(key, layout) if origin else key)
                 continue
             value = np.asarray(table[key])
             for other in extra_levels.get(key, []):
@@ -487,14 +583,27 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
             if value.shape == want:
                 used[key] = None
                 values.append(value.astype(np.asarray(v).dtype, copy=False))
-            elif _CLASS_CONV.match(name) and value.shape[:-1] == want[:-1]:
+            elif _CLASS_CONV.match(name) and value.shape[:-1] == want[:-1] and not strict_classes:
                 class_keys[key] = None
                 class_counts[name] = (value.shape[-1], want[-1])
             else:
                 used[key] = None
-                wrong_shape.append(f"{name_of(key)} {list(value.shape)} (model {list(want)})")
+                if origin:  # a PyTorch state dict: both shapes in its layout, as its own code prints them
+                    dw = type(layer).__name__ == "DepthwiseConv2D"
+                    got, model_shape = _torch_shape(table[key].shape, dw), _torch_shape(want, dw)
+                else:
+                    got, model_shape = list(value.shape), list(want)
+                wrong_shape.append(f"{name_of(key)}: {got} in the checkpoint, {model_shape} in the model")
+                if _CLASS_CONV.match(name) and value.shape[:-1] == want[:-1]:
+                    class_counts[name] = (value.shape[-1], want[-1])
         if len(values) == len(layer.weights):
             new_values[name] = values
+    class_hint = None
+    if strict_classes and class_counts:
+        ckpt_n, model_n = next(iter(class_counts.values()))
+        class_hint = (f"the checkpoint predicts {ckpt_n} classes, the config {model_n} (num_classes): set "
+                      f"--cfg-options num_classes={ckpt_n}")
+        class_counts = {}
     # A class conv is skipped whole, even a part whose shape happened to fit.
     for name in class_counts:
         for key in [k for k in used if k.rpartition("/")[0] == name]:
@@ -508,7 +617,7 @@ def assign_named_weights(model, table: Mapping, *, part: Optional[str] = None, o
         leftover = [k for k in leftover if _in_part(k.rpartition("/")[0], part)]
     if missing or leftover or wrong_shape or diverged:
         raise CheckpointError(_problem_message(source, part, missing, [name_of(k) for k in leftover],
-                                               wrong_shape, diverged))
+                                               wrong_shape, diverged, class_hint, layout))
 
     report.ignored += [name_of(k) for k in class_keys]
     if class_counts:
@@ -573,13 +682,13 @@ def read_source(source, state_dict_key: str = "state_dict", print_fn=print):
     if isinstance(source, Mapping):
         state, meta, ignored = extract_state_dict(source, state_dict_key)
         table, origin, dropped = translate_state_dict(state)
-        return table, origin, ignored + dropped, meta, "state dict"
+        return table, origin, ignored + dropped, {**meta, "layout": detect_layout(state)}, "state dict"
     path = _check_path(source)
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         state, meta, ignored = extract_state_dict(read_torch_checkpoint(path, print_fn), state_dict_key)
         table, origin, dropped = translate_state_dict(state)
-        return table, origin, ignored + dropped, meta, str(path)
+        return table, origin, ignored + dropped, {**meta, "layout": detect_layout(state)}, str(path)
     if suffix == ".npz":
         table, meta = read_named_weights(path)
         return table, {}, [], meta, str(path)
@@ -645,16 +754,17 @@ def _prefix_bare_backbone(table: Dict[str, np.ndarray], origin: Dict[str, str]):
 
 
 def load_weights(network, source, *, part: Optional[str] = None, cfg=None, state_dict_key: str = "state_dict",
-                 print_fn=print) -> LoadReport:
+                 strict_classes: bool = False, print_fn=print) -> LoadReport:
     """Load ``source`` into ``network`` by layer name, strictly one to one (see the module docstring).
 
     Args:
         network: a model from :func:`rtmdet_keras.models.build_model` (Keras 3 or the tf_keras twin).
-        source: path of a ``.pth``/``.pt`` (mmdetection), ``.npz`` (converted) or ``.keras`` file, or an
-            already-loaded checkpoint dict / state dict of arrays with mmdetection key names.
+        source: path of a ``.pth``/``.pt`` (mmdetection or SSCMA), ``.npz`` (converted) or ``.keras`` file,
+            or an already-loaded checkpoint dict / state dict of arrays with mmdetection or SSCMA key names.
         part: None for the whole network, ``"backbone"`` for ``backbone.*`` only.
         cfg: the run's config, for the BatchNorm eps check (optional).
         state_dict_key: ``"state_dict"`` (EMA weights in mmengine checkpoints) or ``"ema_state_dict"``.
+        strict_classes: another class count is an error (see :func:`assign_named_weights`).
 
     Returns:
         A :class:`LoadReport`; its summary has been printed with ``print_fn``.
@@ -666,9 +776,12 @@ def load_weights(network, source, *, part: Optional[str] = None, cfg=None, state
     prefix_note = None
     if part == "backbone":
         table, origin, prefix_note = _prefix_bare_backbone(table, origin)
-    report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored)
+    report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored,
+                                  layout=meta.get("layout") if origin else None, strict_classes=strict_classes)
     if prefix_note:
         report.notes.insert(0, prefix_note)
+    if not origin and meta.get("source_layout") == "sscma":
+        report.notes.append("converted from an SSCMA/mmyolo-layout checkpoint")
     note = _eps_note(meta.get("checkpoint_bn_eps") if "checkpoint_bn_eps" in meta else checkpoint_bn_eps(meta), cfg)
     if note:
         report.notes.append(note)
@@ -698,8 +811,8 @@ def load_pretrained(network, cfg, print_fn=print) -> List[LoadReport]:
 
 
 def convert_checkpoint(source, out_path, cfg, state_dict_key: str = "state_dict", print_fn=print) -> LoadReport:
-    """Convert an mmdetection checkpoint to a name-keyed ``.npz`` after loading it into the model of
-    ``cfg`` (so the file is known to fit that architecture).
+    """Convert an mmdetection or SSCMA checkpoint to a name-keyed ``.npz`` after loading it into the model
+    of ``cfg`` (so the file is known to fit that architecture).
 
     ``num_classes`` is taken from the checkpoint (``bbox_head.rtm_cls.0``), so the file keeps every
     class conv; a fine-tune with another ``num_classes`` re-initialises only those. A checkpoint with
@@ -729,7 +842,8 @@ def convert_checkpoint(source, out_path, cfg, state_dict_key: str = "state_dict"
                  f"file keeps all {num_classes} class convs")
         run_cfg = replace(cfg, num_classes=num_classes, class_names=None)
     network = build_model(run_cfg)
-    report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored)
+    report = assign_named_weights(network, table, part=part, origin=origin, source=label, ignored=ignored,
+                                  layout=meta.get("layout"))
     if prefix_note:
         report.notes.insert(0, prefix_note)
     eps = checkpoint_bn_eps(meta)
@@ -748,6 +862,7 @@ def convert_checkpoint(source, out_path, cfg, state_dict_key: str = "state_dict"
         "preset": cfg.preset,
         "model": cfg.to_dict()["model"],
         "checkpoint_bn_eps": eps,
+        "source_layout": meta.get("layout"),
     })
     print_fn(report.summary())
     print_fn(f"wrote {out_path} ({'backbone only' if part else 'whole detector'}); fine-tune with "

@@ -84,7 +84,7 @@ def load_config_or_exit(config, cfg_options, positional_config=None):
     if name is None:
         raise click.UsageError("give a config: --config nano.yaml (or a preset name, or a path)")
     try:
-        return load_config(name, list(cfg_options))
+        return load_config(name, list(cfg_options), print_fn=click.echo)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
 

@@ -396,6 +396,60 @@ def parse_overrides(overrides) -> dict:
     return nested
 
 
+# SSCMA's config names (Seeed-Studio/ModelAssistant, configs/ and configs/rtmdet/) -> the preset that builds
+# the same network, and the settings that make it so. Worked out from those files, not from their names:
+# SSCMA's s, m and l inherit its l config (ReLU, no channel attention, neck num_csp_blocks=1 scaled by
+# round(1 * deepen), RGB/255 input, a head without exp on the distances), which differs from mmdetection's
+# s, m and l (our presets) in each of these. Its nano inherits the same l config (hence our nano); its
+# ncadc_relu6 is nano with ReLU6, neck round(3 * 0.33) = 1 block and BGR/255 input. Python configs are
+# never run: only the file name is read.
+def _sscma_cspnext(neck_blocks: int) -> dict:
+    return {"model": {"act": "relu", "channel_attention": False, "neck_csp_blocks": neck_blocks, "exp_on_reg": False,
+                      "channel_order": "rgb", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}}
+
+
+SSCMA_CONFIGS = {
+    "rtmdet_nano_8xb32_300e_coco": ("nano", {}),
+    "rtmdet_nano_8xb32_300e_coco_relu": ("nano_relu", {}),
+    "rtmdet_nano_8xb32_300e_coco_relu_q": ("nano_relu_q", {}),
+    "rtmdet_nano_8xb32_300e_coco_ncadc_relu6": ("nano", {"model": {"act": "relu6", "neck_csp_blocks": 1,
+                                                                   "channel_order": "bgr"}}),
+    "rtmdet_s_8xb32_300e_coco": ("s", _sscma_cspnext(0)),
+    "rtmdet_m_8xb32_300e_coco": ("m", _sscma_cspnext(1)),
+    "rtmdet_l_8xb32_300e_coco": ("l", _sscma_cspnext(1)),
+    "rtmdet_mnv4_8xb32_300e_coco": ("mnv4", {"model": {"share_conv": True, "channel_order": "bgr",
+                                                       "mean": [103.53, 116.28, 123.675],
+                                                       "std": [57.375, 57.12, 58.395]}}),
+}
+
+
+def sscma_config_alias(name_or_path) -> Optional[tuple]:
+    """``(preset, overrides)`` for an SSCMA config name (``configs/rtmdet_nano_8xb32_300e_coco.py``, with or
+    without folder and ``.py``); None for anything else.
+
+    Raises:
+        ConfigError: a ``.py`` config that is not one of :data:`SSCMA_CONFIGS`.
+    """
+    p = Path(str(name_or_path))
+    if p.stem in SSCMA_CONFIGS and p.suffix in ("", ".py"):
+        return SSCMA_CONFIGS[p.stem]
+    if p.suffix == ".py":
+        close = difflib.get_close_matches(p.stem, list(SSCMA_CONFIGS), n=2)
+        hint = f" Did you mean {' or '.join(c + '.py' for c in close)}?" if close else ""
+        raise ConfigError(f"config {str(name_or_path)!r}: rtmdet_keras runs no Python config; it knows these SSCMA "
+                          f"config names: {', '.join(c + '.py' for c in SSCMA_CONFIGS)}, and its own presets "
+                          f"({', '.join(preset_names())}).{hint}")
+    return None
+
+
+def _flatten(nested: dict, prefix: str = "") -> List[str]:
+    out = []
+    for k, v in nested.items():
+        text = str(v).lower() if isinstance(v, bool) else v
+        out += _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={text}"]
+    return out
+
+
 def resolve_config_path(name_or_path) -> Path:
     """A path that exists is used as it is; a bare name (``nano`` or ``nano.yaml``) is looked up in
     ``configs/``."""
@@ -484,25 +538,34 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: model.std must be positive, got {cfg.model.std}")
 
 
-def load_config(name_or_path="nano", overrides=None) -> Config:
+def load_config(name_or_path="nano", overrides=None, print_fn=None) -> Config:
     """Load a preset by name or a YAML file by path, then apply ``key=value`` overrides.
 
     A file that says ``preset: tiny`` starts from ``configs/tiny.yaml`` and changes only the keys it lists;
     a file without ``preset:`` starts from the defaults of :class:`Config`. ``preset`` cannot be overridden.
 
     Args:
-        name_or_path: ``"nano"``, ``"nano.yaml"`` (looked up in ``configs/``) or a path.
+        name_or_path: ``"nano"``, ``"nano.yaml"`` (looked up in ``configs/``), a path, or one of SSCMA's
+            config names (:data:`SSCMA_CONFIGS`: the preset that builds that config's network).
         overrides: list of ``"key=value"`` strings (SSCMA syntax) or a nested dict. ``epochs`` is
             accepted for ``max_epochs`` (:data:`ALIASES`).
+        print_fn: where the one-line note on an SSCMA config name goes (None: nowhere).
     Raises:
         ConfigError: unknown key (naming the closest valid one), wrong type, invalid value, unknown preset.
     """
-    path = resolve_config_path(name_or_path)
+    alias = sscma_config_alias(name_or_path)
+    path = CONFIG_DIR / f"{alias[0]}.yaml" if alias else resolve_config_path(name_or_path)
     data = _read_config_file(path)
     cfg = _base_config(data, path)
     cfg.name = path.stem
     data = _resolve_aliases(data, str(path))
     _apply(cfg, {k: v for k, v in data.items() if k != "name"}, str(path))
+    if alias:
+        preset, settings = alias
+        _apply(cfg, settings, f"{name_or_path} (SSCMA config)")
+        if print_fn is not None:
+            print_fn(f"{name_or_path}: SSCMA's config name; using preset {preset}"
+                     + (f" with SSCMA's settings {' '.join(_flatten(settings))}" if settings else ""))
     if overrides:
         nested = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         _check_preset_override(nested, cfg, path)

@@ -29,6 +29,7 @@ import numpy as np
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
 
 KERAS_SUFFIXES = (".keras",)
+TORCH_SUFFIXES = (".pth", ".pt")  # mmdetection / SSCMA checkpoints (read by rtmdet_keras.checkpoint_convert)
 CHECKPOINT_SUFFIX = ".ckpt.npz"
 
 
@@ -57,7 +58,8 @@ def command_config_and_model(args, config, cfg_options, checkpoint=None, tflite=
         raise click.UsageError(f"too many arguments: {' '.join(args)} (expected [CONFIG] MODEL)")
     model = named[0] if named else (args.pop() if args else None)
     if model is None:
-        raise click.UsageError("give a model: a .keras, .ckpt.npz, SavedModel folder or .tflite")
+        raise click.UsageError("give a model: a .keras, .ckpt.npz, SavedModel folder, .tflite, or an "
+                               "mmdetection/SSCMA .pth (or its converted .npz)")
     positional_config = args[0] if args else None
     if config and positional_config:
         raise click.UsageError(f"two configs given: --config {config} and {positional_config}")
@@ -127,7 +129,8 @@ def _fill_class_names(cfg, model_path: Path) -> None:
 
 
 def model_kind(path) -> str:
-    """``"tflite"``, ``"keras"``, ``"checkpoint"`` (``epoch_N.ckpt.npz``) or ``"saved_model"``."""
+    """``"tflite"``, ``"keras"``, ``"checkpoint"`` (``epoch_N.ckpt.npz``), ``"saved_model"`` or ``"weights"``
+    (an mmdetection/SSCMA ``.pth`` or a converted ``.npz``: :mod:`rtmdet_keras.checkpoint_convert`)."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").exists():
@@ -137,9 +140,25 @@ def model_kind(path) -> str:
         return "tflite"
     if path.suffix in KERAS_SUFFIXES:
         return "keras"
-    if path.name.endswith(CHECKPOINT_SUFFIX) or path.suffix == ".npz":
+    if path.name.endswith(CHECKPOINT_SUFFIX):
         return "checkpoint"
-    raise ModelLoadError(f"{path}: unknown model type; give a .keras, .ckpt.npz, .tflite or a SavedModel folder")
+    if path.suffix == ".npz":
+        return "weights" if _is_converted_weights(path) else "checkpoint"
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return "weights"
+    raise ModelLoadError(f"{path}: unknown model type; give a .keras, .ckpt.npz, .tflite, a SavedModel folder, "
+                         f"or an mmdetection/SSCMA checkpoint (.pth) or its converted .npz")
+
+
+def _is_converted_weights(path: Path) -> bool:
+    """Whether a ``.npz`` is a converted weights file (it has ``__meta__``), not a training checkpoint."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n in ("__meta__.npy", "__meta__") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def compare_with_fresh_model(network, cfg, source) -> None:
@@ -197,7 +216,28 @@ def load_network(cfg, path, ema: bool = True):
         return network
     if kind == "checkpoint":
         return _network_from_training_state(cfg, path, ema)
-    raise ModelLoadError(f"{path}: a {kind} model is not a Keras network; give a .keras or .ckpt.npz file")
+    if kind == "weights":
+        return _network_from_weights(cfg, path)
+    raise ModelLoadError(f"{path}: a {kind} model is not a Keras network; give a .keras, .ckpt.npz, .pth or a "
+                         f"converted .npz file")
+
+
+def _network_from_weights(cfg, path, print_fn=click.echo):
+    """The network of ``cfg`` with the weights of an mmdetection / SSCMA checkpoint (``.pth``, read with
+    PyTorch) or of its converted ``.npz``, loaded one to one; a class count that differs from
+    ``cfg.num_classes`` is an error here (a fresh class conv cannot be exported or evaluated)."""
+    from rtmdet_keras.checkpoint_convert import CheckpointError, load_weights
+    from rtmdet_keras.models import build_model
+
+    try:
+        network = build_model(cfg)
+    except ValueError as e:
+        raise ModelLoadError(f"the config cannot build a network to load {path} into: {e}") from None
+    try:
+        load_weights(network, path, cfg=cfg, strict_classes=True, print_fn=print_fn)
+    except CheckpointError as e:
+        raise ModelLoadError(str(e)) from None
+    return network
 
 
 def _network_from_training_state(cfg, path, ema: bool = True):

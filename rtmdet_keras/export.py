@@ -841,7 +841,8 @@ def _write_json(path, data) -> None:
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1, metavar="[CONFIG] CHECKPOINT")
 @config_options()
-@click.option("--checkpoint", default=None, help="best_coco_bbox_mAP.keras or epoch_N.ckpt.npz (EMA weights).")
+@click.option("--checkpoint", default=None, help="best_coco_bbox_mAP.keras, epoch_N.ckpt.npz (EMA weights), or an "
+              "mmdetection/SSCMA .pth or its converted .npz.")
 @click.option("--imgsz", nargs=2, type=int, default=None, metavar="H W", help="Input size (overrides imgsz).")
 @click.option("--format", "fmt", type=click.Choice(["tflite", "saved_model"]), default="tflite", show_default=True)
 @click.option("--int8", "want_int8", is_flag=True, help="Full-integer int8 .tflite.")
@@ -883,7 +884,8 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint,
                                                extra_overrides=[f"imgsz=[{imgsz[0]},{imgsz[1]}]"] if imgsz else None)
     if model_path.suffix == ".tflite":
-        raise click.ClickException(f"{model_path}: already a .tflite; export takes a .keras or .ckpt.npz checkpoint")
+        raise click.ClickException(f"{model_path}: already a .tflite; export takes a .keras, .ckpt.npz, .pth or "
+                                 "converted .npz checkpoint")
     if calib_images is not None:
         if calib_images < 1:
             raise click.BadParameter("must be at least 1", param_hint="--calib-images")

@@ -834,7 +834,8 @@ def _qat_epochs_from_options(cfg, cfg_options) -> None:
 @click.argument("args", nargs=-1, metavar="[CONFIG] CHECKPOINT")
 @config_options()
 @click.option("--checkpoint", default=None,
-              help="The trained float model: best_coco_bbox_mAP.keras or epoch_N.ckpt.npz.")
+              help="The trained float model: best_coco_bbox_mAP.keras, epoch_N.ckpt.npz, or an "
+                   "mmdetection/SSCMA .pth or its converted .npz.")
 @click.option("--work-dir", default=None, help="Output folder (default work_dirs/<config name>/qat).")
 @click.option("--resume", is_flag=True, help="Continue from the newest QAT checkpoint in the work dir.")
 @click.option("--no-baselines", is_flag=True, help="Skip evaluating the float model and its PTQ int8 export.")
@@ -857,7 +858,8 @@ def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_base
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint)
     _qat_epochs_from_options(cfg, cfg_options)
     if model_path.suffix == ".tflite" or model_path.is_dir():
-        raise click.ClickException(f"{model_path}: QAT starts from a Keras model (.keras or epoch_N.ckpt.npz)")
+        raise click.ClickException(f"{model_path}: QAT starts from a Keras model (.keras or "
+                                 "epoch_N.ckpt.npz) or an mmdetection/SSCMA checkpoint (.pth or converted .npz)")
     from rtmdet_keras.data import DatasetError, ImageReadError
     from rtmdet_keras.export import ExportError
     from rtmdet_keras.training.callbacks import TrainingDiverged
