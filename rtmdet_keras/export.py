@@ -69,6 +69,8 @@ FORMATS = ("float32", "float16", "int8")
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
+CALIBRATORS = ("fast", "tflite")  # int8 activation ranges: XNNPACK kernels, or TFLite's own calibrator
+DEFAULT_CALIBRATOR = "fast"
 TFLITE_SIGNATURE = "serving_batch1"  # the batch-1 signature converted to TFLite (and its name in the .tflite)
 
 
@@ -357,14 +359,20 @@ def _captured_stderr():
 
 
 def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.ndarray] = None,
-                        int8_input: str = "int8") -> bytes:
+                        int8_input: str = "int8", calibrator: str = DEFAULT_CALIBRATOR) -> bytes:
     """Convert the batch-1 signature of a SavedModel from :func:`write_saved_model` to a ``.tflite``
     flatbuffer of ``fmt``.
 
     ``int8``: full integer, ``TFLITE_BUILTINS_INT8`` only, int8/uint8 input, int8 outputs, calibrated
-    on ``representative`` (``[N, H, W, 3]`` raw letterboxed images).
+    on ``representative`` (``[N, H, W, 3]`` raw letterboxed images). ``calibrator="fast"`` records the
+    activation ranges with XNNPACK kernels (:mod:`rtmdet_keras.calibration`), ``"tflite"`` with
+    TFLite's own calibrator (reference kernels, several times slower; the same ranges up to float
+    rounding).
     """
     import tensorflow as tf
+
+    if calibrator not in CALIBRATORS:
+        raise ExportError(f"unknown calibrator {calibrator!r}; use one of {', '.join(CALIBRATORS)}")
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[TFLITE_SIGNATURE])
     if fmt == "float32":
@@ -390,10 +398,28 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
     else:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     try:
-        with _captured_stderr():
+        with _captured_stderr(), _calibration(fmt == "int8" and calibrator == "fast"):
             return conv.convert()
     except Exception as e:
         raise ExportError(f"TFLite conversion to {fmt} failed: {type(e).__name__}: {str(e)[-2000:]}") from None
+
+
+@contextlib.contextmanager
+def _calibration(fast: bool):
+    if not fast:
+        yield
+        return
+    from rtmdet_keras.calibration import fast_calibration
+
+    try:
+        ctx = fast_calibration()
+        ctx.__enter__()
+    except RuntimeError as e:
+        raise ExportError(f"{e} (--calibrator tflite)") from None
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,7 +654,7 @@ def _check_images(cfg, check_dataset, n, fallback):
 def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib_dataset=None,
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
-                  print_fn=print) -> Dict[str, Path]:
+                  calibrator: str = DEFAULT_CALIBRATOR, print_fn=print) -> Dict[str, Path]:
     """Export ``network`` (the functional Keras model of :func:`rtmdet_keras.models.build_model`) to
     ``out_dir``.
 
@@ -644,6 +670,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
             batch-1 signature the ``.tflite`` files come from).
         check: compare every ``.tflite`` with the Keras network on ``check_images`` images of
             ``check_dataset`` (default: the validation split, else calibration images) and print it.
+        calibrator: how int8 activation ranges are recorded: ``"fast"`` (XNNPACK kernels, see
+            :mod:`rtmdet_keras.calibration`) or ``"tflite"`` (TFLite's calibrator, reference kernels).
 
     Returns:
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
@@ -689,7 +717,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
                  f"{timings['saved_model']:.1f} s")
         for fmt in formats:
             t0 = time.perf_counter()
-            flat = convert_saved_model(source, fmt, calib if fmt == "int8" else None, int8_input)
+            flat = convert_saved_model(source, fmt, calib if fmt == "int8" else None, int8_input, calibrator)
             timings[fmt] = time.perf_counter() - t0
             path = out_dir / f"{name}_{fmt}.tflite"
             tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -707,6 +735,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = FORMATS, calib
                                       "convert": round(timings[fmt], 2)}
             if fmt == "int8":
                 meta["calibration_images"] = int(len(calib))
+                meta["calibrator"] = calibrator
                 meta["problems"] = int8_graph_problems(summary, int8_input)
             _write_json(path.with_suffix(".json"), meta)
             print_fn(f"\n{path} ({path.stat().st_size / 1024:.0f} KiB, {timings[fmt]:.1f} s): "
@@ -778,8 +807,11 @@ def _write_json(path, data) -> None:
               help="Output layout (see the module docs); the default keeps int8 most accurate.")
 @click.option("--name", default=None, help="File stem (default: the config name, e.g. nano -> nano_int8.tflite).")
 @click.option("--no-check", is_flag=True, help="Skip the comparison with the Keras model.")
+@click.option("--calibrator", type=click.Choice(CALIBRATORS), default=DEFAULT_CALIBRATOR, show_default=True,
+              help="int8 activation ranges: fast (XNNPACK kernels) or tflite (TFLite's calibrator, reference "
+                   "kernels, several times slower; same ranges up to float rounding).")
 def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8, want_float16, want_float32,
-                   want_all, out_dir, calib_images, input_type, layout, name, no_check):
+                   want_all, out_dir, calib_images, input_type, layout, name, no_check, calibrator):
     """Export a checkpoint to TFLite (float32, float16, full-integer int8) and a SavedModel.
 
     \b
@@ -804,7 +836,7 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
     try:
         network = load_network(cfg, model_path)
         export_tflite(network, cfg, Path(out_dir) if out_dir else model_path.parent, formats,
-                      int8_input=input_type, layout=layout, name=name, check=not no_check)
+                      int8_input=input_type, layout=layout, name=name, check=not no_check, calibrator=calibrator)
     except (ExportError, ModelLoadError) as e:
         raise click.ClickException(str(e)) from None
 
