@@ -8,7 +8,9 @@ one SavedModel and converted with ``tf.lite.TFLiteConverter.from_saved_model``
 (``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights
 and activations, ``TFLITE_BUILTINS_INT8`` only (no float fallback), int8 (or uint8) input, int8
 outputs, calibrated on ``cfg.export.calib_images`` training images passed through the *evaluation*
-transform (keep-ratio letterbox, pad 114 bottom/right).
+transform (keep-ratio letterbox, pad 114 bottom/right). The activation ranges are recorded with
+XNNPACK kernels (:mod:`rtmdet_keras.calibration`, several times faster than TFLite's calibrator with
+its reference kernels; ``--calibrator tflite`` uses that one).
 
 Input contract (every format)
     ``images [1, H, W, 3]``: the raw letterboxed RGB image, 0-255 (H, W = ``cfg.imgsz``). Channel
