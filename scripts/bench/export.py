@@ -9,9 +9,9 @@ accuracy of the int8 output layouts.
     warm-ups). ``--time-only`` re-times the files an earlier run kept in ``--out-dir``.
 
 ``python scripts/benchmark.py export --calibration-time [--cases nano@192,s@640] [--calibrator fast,tflite]``
-    Only the int8 export, once per calibrator, in one process and window: wall time of
-    ``export_tflite`` (temporary batch-1 SavedModel, conversion with calibration, no self-check), its
-    parts, and how far the two int8 models' quantisation parameters and outputs are apart.
+    Only the int8 export, once per calibrator, in one process and window: wall and CPU time (all
+    threads) of ``export_tflite`` (temporary batch-1 SavedModel, conversion with calibration, no
+    self-check), its parts, and how far the two int8 models' quantisation parameters and outputs are apart.
 
 ``python scripts/benchmark.py export --layouts --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras
 --config nano --cfg-options data_root=datasets/demo/ ...``
@@ -82,8 +82,8 @@ def bench_calibration_time(cases, calibrators, calib, out_dir):
     from rtmdet_keras.export import export_tflite
     from rtmdet_keras.models import build_model
 
-    print("| model @ px | calibrator | calib images | int8 export (s) | SavedModel (s) | conversion (s) |\n"
-          "|---|---|---|---|---|---|", flush=True)
+    print("| model @ px | calibrator | calib images | int8 export (s) | CPU (s) | SavedModel (s) | conversion (s) |\n"
+          "|---|---|---|---|---|---|---|", flush=True)
     for case in cases:
         preset, size = case.split("@")
         size = int(size)
@@ -95,13 +95,13 @@ def bench_calibration_time(cases, calibrators, calib, out_dir):
         paths = {}
         for calibrator in calibrators:
             name = f"{preset}_{size}_{calibrator}"
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             paths[calibrator] = export_tflite(network, cfg, out_dir, formats=("int8",), calib_dataset=imgs,
                                               saved_model=False, check=False, name=name, calibrator=calibrator,
                                               print_fn=lambda *a: None)["int8"]
-            wall = time.monotonic() - t0
+            wall, cpu = time.monotonic() - t0, time.process_time() - c0
             parts = json.loads(paths[calibrator].with_suffix(".json").read_text())["export_seconds"]
-            print(f"| {preset} @ {size} | {calibrator} | {len(imgs)} | {wall:.1f} | {parts['saved_model']:.1f} | "
+            print(f"| {preset} @ {size} | {calibrator} | {len(imgs)} | {wall:.1f} | {cpu:.1f} | {parts['saved_model']:.1f} | "
                   f"{parts['convert']:.1f} |", flush=True)
         if len(paths) == 2:
             print(f"  {case}: " + _model_difference(*paths.values(), imgs[:8]), flush=True)
