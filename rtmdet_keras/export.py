@@ -12,7 +12,9 @@ transform (keep-ratio letterbox, pad 114 bottom/right). ``int16x8`` (``--int16x8
 calibrated the same way with 16-bit activations (int16 input and outputs, symmetric) and 8-bit weights.
 ``--c-array`` also writes each integer model as ``<stem>.cc``/``.h`` (:mod:`rtmdet_keras.c_array`). The
 BGR presets' channel reversal is folded into the stem convolution (:mod:`rtmdet_keras.models.channel_fold`),
-so no GATHER reaches the graph.
+so no GATHER reaches the graph. The activation ranges are recorded with
+XNNPACK kernels (:mod:`rtmdet_keras.calibration`, several times faster than TFLite's calibrator with
+its reference kernels; ``--calibrator tflite`` uses that one).
 
 Input contract (every format)
     ``images [1, H, W, 3]``: the raw letterboxed RGB image, 0-255 (H, W = ``cfg.imgsz``). Channel
@@ -77,6 +79,8 @@ INTEGER_FORMATS = ("int8", "int16x8")  # calibrated, fully integer; --c-array wr
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
 INPUT_NAME = "images"
+CALIBRATORS = ("fast", "tflite")  # int8 activation ranges: XNNPACK kernels, or TFLite's own calibrator
+DEFAULT_CALIBRATOR = "fast"
 TFLITE_SIGNATURE = "serving_batch1"  # the batch-1 signature converted to TFLite (and its name in the .tflite)
 
 
@@ -365,14 +369,20 @@ def _captured_stderr():
 
 
 def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.ndarray] = None,
-                        int8_input: str = "int8") -> bytes:
+                        int8_input: str = "int8", calibrator: str = DEFAULT_CALIBRATOR) -> bytes:
     """Convert the batch-1 signature of a SavedModel from :func:`write_saved_model` to a ``.tflite``
     flatbuffer of ``fmt``.
 
     ``int8``: full integer, ``TFLITE_BUILTINS_INT8`` only, int8/uint8 input, int8 outputs, calibrated
-    on ``representative`` (``[N, H, W, 3]`` raw letterboxed images).
+    on ``representative`` (``[N, H, W, 3]`` raw letterboxed images). ``calibrator="fast"`` records the
+    activation ranges with XNNPACK kernels (:mod:`rtmdet_keras.calibration`), ``"tflite"`` with
+    TFLite's own calibrator (reference kernels, several times slower; the same ranges up to float
+    rounding).
     """
     import tensorflow as tf
+
+    if calibrator not in CALIBRATORS:
+        raise ExportError(f"unknown calibrator {calibrator!r}; use one of {', '.join(CALIBRATORS)}")
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[TFLITE_SIGNATURE])
     if fmt == "float32":
@@ -413,10 +423,28 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
     else:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     try:
-        with _captured_stderr():
+        with _captured_stderr(), _calibration(fmt == "int8" and calibrator == "fast"):
             return conv.convert()
     except Exception as e:
         raise ExportError(f"TFLite conversion to {fmt} failed: {type(e).__name__}: {str(e)[-2000:]}") from None
+
+
+@contextlib.contextmanager
+def _calibration(fast: bool):
+    if not fast:
+        yield
+        return
+    from rtmdet_keras.calibration import fast_calibration
+
+    try:
+        ctx = fast_calibration()
+        ctx.__enter__()
+    except RuntimeError as e:
+        raise ExportError(f"{e} (--calibrator tflite)") from None
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,7 +680,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
                   int8_input: Optional[str] = None, *, layout: str = DEFAULT_LAYOUT, name: Optional[str] = None,
                   saved_model: bool = True, check: bool = True, check_dataset=None, check_images: int = 8,
                   fold_bgr: bool = True, c_array: bool = False, vela: Optional[dict] = None,
-                  print_fn=print) -> Dict[str, Path]:
+                  calibrator: str = DEFAULT_CALIBRATOR, print_fn=print) -> Dict[str, Path]:
     """Export ``network`` (the functional Keras model of :func:`rtmdet_keras.models.build_model`) to
     ``out_dir``.
 
@@ -677,6 +705,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
         vela: compile the int8 model for an Ethos-U NPU with Arm's Vela (:mod:`rtmdet_keras.vela`):
             ``{"accelerator": "ethos-u55-64", "system_config": ..., "memory_mode": ..., "config_file": ...}``
             (keys optional); writes ``<stem>_vela.tflite`` (``paths["vela"]``), ``_vela.txt`` and ``_vela.json``.
+        calibrator: how int8 activation ranges are recorded: ``"fast"`` (XNNPACK kernels, see
+            :mod:`rtmdet_keras.calibration`) or ``"tflite"`` (TFLite's calibrator, reference kernels).
 
     Returns:
         ``{"saved_model": dir, "<format>": .tflite path}``; beside each ``.tflite`` lie
@@ -738,7 +768,8 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
                  f"{timings['saved_model']:.1f} s")
         for fmt in formats:
             t0 = time.perf_counter()
-            flat = convert_saved_model(source, fmt, calib if fmt in INTEGER_FORMATS else None, int8_input)
+            flat = convert_saved_model(source, fmt, calib if fmt in INTEGER_FORMATS else None, int8_input,
+                                       calibrator)
             timings[fmt] = time.perf_counter() - t0
             path = out_dir / f"{name}_{fmt}.tflite"
             tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -756,6 +787,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
                                       "convert": round(timings[fmt], 2)}
             if fmt in INTEGER_FORMATS:
                 meta["calibration_images"] = int(len(calib))
+                meta["calibrator"] = calibrator if fmt == "int8" else "tflite"
             if fmt == "int8":
                 meta["problems"] = int8_graph_problems(summary, int8_input)
             _write_json(path.with_suffix(".json"), meta)
@@ -868,11 +900,15 @@ def _write_json(path, data) -> None:
 @click.option("--system-config", default=None, help="Vela's --system-config (default Vela's).")
 @click.option("--memory-mode", default=None, help="Vela's --memory-mode (default Vela's).")
 @click.option("--vela-config", default=None, help="Vela's --config .ini file (system configs, memory modes).")
+@click.option("--calibrator", type=click.Choice(CALIBRATORS), default=DEFAULT_CALIBRATOR, show_default=True,
+              help="int8 activation ranges: fast (XNNPACK kernels) or tflite (TFLite's calibrator, reference "
+                   "kernels, several times slower; same ranges up to float rounding).")
 @click.option("--keep-bgr-gather", is_flag=True,
               help="Keep the BGR presets' channel reversal as a GATHER op instead of folding it into the stem conv.")
 def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8, want_float16, want_float32,
                    want_int16x8, want_all, out_dir, calib_images, input_type, layout, name, no_check, c_array,
-                   want_vela, accelerator_config, system_config, memory_mode, vela_config, keep_bgr_gather):
+                   want_vela, accelerator_config, system_config, memory_mode, vela_config, keep_bgr_gather,
+                   calibrator):
     """Export a checkpoint to TFLite (float32, float16, full-integer int8) and a SavedModel.
 
     \b
@@ -912,7 +948,7 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
         network = load_network(cfg, model_path)
         export_tflite(network, cfg, Path(out_dir) if out_dir else model_path.parent, formats,
                       int8_input=input_type, layout=layout, name=name, check=not no_check,
-                      fold_bgr=not keep_bgr_gather, c_array=c_array, vela=vela)
+                      fold_bgr=not keep_bgr_gather, c_array=c_array, vela=vela, calibrator=calibrator)
     except (ExportError, ModelLoadError) as e:
         raise click.ClickException(str(e)) from None
 

@@ -2,11 +2,16 @@
 accuracy of the int8 output layouts.
 
 ``python scripts/benchmark.py export [--cases nano@192,nano@320,s@640] [--runs 100] [--calib 200]
-[--out-dir DIR [--time-only]]``
+[--calibrator fast|tflite] [--out-dir DIR [--time-only]]``
     Builds each preset at its size (random weights: latency and size do not depend on them), exports
     float32 and int8 (``--calib`` synthetic calibration images, default the config's 200) and times
     ``Interpreter.invoke`` on one image with 1 and 2 threads (median and minimum of ``--runs`` after 10
     warm-ups). ``--time-only`` re-times the files an earlier run kept in ``--out-dir``.
+
+``python scripts/benchmark.py export --calibration-time [--cases nano@192,s@640] [--calibrator fast,tflite]``
+    Only the int8 export, once per calibrator, in one process and window: wall and CPU time (all
+    threads) of ``export_tflite`` (temporary batch-1 SavedModel, conversion with calibration, no
+    self-check), its parts, and how far the two int8 models' quantisation parameters and outputs are apart.
 
 ``python scripts/benchmark.py export --layouts --checkpoint work_dirs/nano/best_coco_bbox_mAP.keras
 --config nano --cfg-options data_root=datasets/demo/ ...``
@@ -69,7 +74,67 @@ def time_invoke(path, threads, runs, seed=0):
     return statistics.median(times), min(times)
 
 
-def bench_cases(cases, runs, calib, out_dir, time_only=False):
+def bench_calibration_time(cases, calibrators, calib, out_dir):
+    """int8 export wall time per calibrator, and the difference of the resulting models."""
+    import json
+
+    from rtmdet_keras.config import load_config
+    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.models import build_model
+
+    print("| model @ px | calibrator | calib images | int8 export (s) | CPU (s) | SavedModel (s) | conversion (s) |\n"
+          "|---|---|---|---|---|---|---|", flush=True)
+    for case in cases:
+        preset, size = case.split("@")
+        size = int(size)
+        cfg = load_config(preset, [f"imgsz={size}"])
+        if calib:
+            cfg.export.calib_images = calib
+        network = build_model(cfg)
+        imgs = _synthetic(cfg.export.calib_images, size)
+        paths = {}
+        for calibrator in calibrators:
+            name = f"{preset}_{size}_{calibrator}"
+            t0, c0 = time.monotonic(), time.process_time()
+            paths[calibrator] = export_tflite(network, cfg, out_dir, formats=("int8",), calib_dataset=imgs,
+                                              saved_model=False, check=False, name=name, calibrator=calibrator,
+                                              print_fn=lambda *a: None)["int8"]
+            wall, cpu = time.monotonic() - t0, time.process_time() - c0
+            parts = json.loads(paths[calibrator].with_suffix(".json").read_text())["export_seconds"]
+            print(f"| {preset} @ {size} | {calibrator} | {len(imgs)} | {wall:.1f} | {cpu:.1f} | {parts['saved_model']:.1f} | "
+                  f"{parts['convert']:.1f} |", flush=True)
+        if len(paths) == 2:
+            print(f"  {case}: " + _model_difference(*paths.values(), imgs[:8]), flush=True)
+
+
+def _model_difference(path_a, path_b, images):
+    """Quantisation parameters and outputs of two int8 models of one network, compared."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    a, b = Interpreter(model_path=str(path_a)), Interpreter(model_path=str(path_b))
+    worst, n = 0.0, 0
+    for ta, tb in zip(a.get_tensor_details(), b.get_tensor_details()):
+        sa, sb = ta["quantization_parameters"]["scales"], tb["quantization_parameters"]["scales"]
+        if len(sa) and len(sa) == len(sb):
+            worst = max(worst, float(np.max(np.abs(sa - sb) / sa)))
+            n += int(not np.array_equal(ta["quantization_parameters"]["zero_points"],
+                                        tb["quantization_parameters"]["zero_points"]))
+    steps = 0
+    for it in (a, b):
+        it.allocate_tensors()
+    for img in images:
+        outs = []
+        for it in (a, b):
+            d = it.get_input_details()[0]
+            it.set_tensor(d["index"], (img[None].astype(np.int16) - 128).astype(np.int8))
+            it.invoke()
+            outs.append({o["name"]: it.get_tensor(o["index"]).astype(np.int32) for o in it.get_output_details()})
+        steps = max(steps, max(int(np.abs(outs[0][k] - outs[1][k]).max()) for k in outs[0]))
+    return (f"largest relative scale difference {worst:.2e}, {n} tensors with other zero points, "
+            f"outputs at most {steps} int8 steps apart on {len(images)} images")
+
+
+def bench_cases(cases, runs, calib, out_dir, time_only=False, calibrator="fast"):
     """Export (unless ``time_only``: reuse ``<preset>_<size>_<fmt>.tflite`` in ``out_dir``) and time."""
     from rtmdet_keras.config import load_config
 
@@ -93,7 +158,7 @@ def bench_cases(cases, runs, calib, out_dir, time_only=False):
             if not time_only:
                 t0 = time.perf_counter()
                 export_tflite(network, cfg, out_dir, formats=(fmt,), calib_dataset=imgs, saved_model=False,
-                              check=False, name=f"{preset}_{size}", print_fn=lambda *a: None)
+                              check=False, name=f"{preset}_{size}", calibrator=calibrator, print_fn=lambda *a: None)
                 row[f"{fmt}_export_s"] = time.perf_counter() - t0
             row[f"{fmt}_kib"] = path.stat().st_size / 1024
             for threads in (1, 2):
@@ -158,6 +223,10 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=None, help="keep the exported files here")
     parser.add_argument("--time-only", action="store_true",
                         help="only time the files a previous run left in --out-dir")
+    parser.add_argument("--calibrator", default=None,
+                        help="int8 calibrator: fast or tflite (with --calibration-time a list, default fast,tflite)")
+    parser.add_argument("--calibration-time", action="store_true",
+                        help="only time the int8 export per calibrator and compare the models")
     parser.add_argument("--layouts", action="store_true", help="measure the int8 output layouts instead")
     parser.add_argument("--layout-list", default="logits,scores,decoded")
     parser.add_argument("--checkpoint", help="trained .keras / .ckpt.npz for --layouts")
@@ -176,10 +245,15 @@ def main(argv=None):
                 cfg.export.calib_images = args.calib
             bench_layouts(cfg, args.checkpoint, out_dir, args.layout_list.split(","))
             return 0
+        if args.calibration_time:
+            bench_calibration_time(args.cases.split(","), (args.calibrator or "fast,tflite").split(","), args.calib,
+                                   out_dir)
+            return 0
         if args.time_only and not args.out_dir:
             parser.error("--time-only needs the --out-dir of an earlier run")
         print(CASE_HEADER, flush=True)
-        bench_cases(args.cases.split(","), args.runs, args.calib, out_dir, time_only=args.time_only)
+        bench_cases(args.cases.split(","), args.runs, args.calib, out_dir, time_only=args.time_only,
+                    calibrator=args.calibrator or "fast")
     return 0
 
 
