@@ -28,10 +28,13 @@ def default_work_dir(cfg) -> Path:
 
 
 def make_strategy(name: str):
-    """``default``, ``mirrored`` (all local devices) or ``multiworker`` (cluster from ``TF_CONFIG``)."""
+    """``default`` (all GPUs when there are several, else the one device), ``mirrored`` (all local
+    devices) or ``multiworker`` (the cluster in ``TF_CONFIG``, see :mod:`rtmdet_keras.training.distribute`)."""
     import tensorflow as tf
 
     if name in ("default", None):
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -301,7 +304,8 @@ def _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verb
               "of the same name are replaced; other checkpoints are kept).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
-              help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")
+              help="tf.distribute strategy: default (all GPUs when there are several), mirrored, or multiworker (the "
+              "cluster from TF_CONFIG; see the README, 'Training on several machines').")
 @click.option("--mixed-precision", is_flag=True, help="Compute in float16 on GPUs (mixed_float16) or bfloat16 on "
               "CPUs that have it (mixed_bfloat16); weights, losses and the saved models stay float32.")
 @click.option("--verbose", type=int, default=1, help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
