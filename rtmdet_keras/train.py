@@ -28,10 +28,13 @@ def default_work_dir(cfg) -> Path:
 
 
 def make_strategy(name: str):
-    """``default``, ``mirrored`` (all local devices) or ``multiworker`` (cluster from ``TF_CONFIG``)."""
+    """``default`` (all GPUs when there are several, else the one device), ``mirrored`` (all local
+    devices) or ``multiworker`` (the cluster in ``TF_CONFIG``, see :mod:`rtmdet_keras.training.distribute`)."""
     import tensorflow as tf
 
     if name in ("default", None):
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -41,7 +44,8 @@ def make_strategy(name: str):
 
 
 def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, strategy="default",
-          callbacks: Sequence = (), verbose: int = 1, print_fn=print, exist_ok: bool = False) -> dict:
+          callbacks: Sequence = (), verbose: int = 1, print_fn=print, exist_ok: bool = False,
+          mixed_precision: bool = False) -> dict:
     """Train according to ``cfg``; returns ``{"work_dir", "best_metric", "best_epoch", "metrics", "epochs",
     "stopped_early", ...}`` (``epochs``: the last epoch trained).
 
@@ -50,6 +54,9 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     :mod:`rtmdet_keras.training.workdir`). ``resume`` continues the run there (without a work dir
     given, the newest numbered run of the config). ``callbacks`` are extra Keras callbacks; they see the
     two stages as one training (one ``on_train_begin`` and ``on_train_end``, epochs numbered on).
+    ``strategy``: see :func:`make_strategy`; with ``multiworker`` each worker runs this same call
+    (:mod:`rtmdet_keras.training.distribute`). ``mixed_precision``: float16 compute on a GPU, bfloat16 on
+    a CPU that has it (:mod:`rtmdet_keras.training.precision`); the saved models stay float32.
 
     Raises:
         WorkDirError, CheckpointError: the checkpoint to resume from or the weights to load cannot be
@@ -63,13 +70,21 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     # A multi-worker strategy must exist before TensorFlow runs anything else (it sets up the collectives).
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     role = worker_role(strategy)
+    policy = None
+    if mixed_precision:
+        from rtmdet_keras.training.precision import mixed_policy_name
+
+        policy = mixed_policy_name()
+        if policy is None:
+            print_fn("--mixed-precision: no GPU and no bfloat16 instructions on this CPU; training in float32")
     if not role.is_chief:
         # Only the chief writes the run folder and reads its checkpoint: this worker gets the chief's
         # state at the start (training/distribute.py) and writes its files into a temporary folder.
         work_dir = temporary_work_dir(role)
         log = RunLog(work_dir / "train.log")
         try:
-            return _run(cfg, work_dir, None, None, seed, strategy, callbacks, verbose, log.tee(print_fn), log, role)
+            return _run(cfg, work_dir, None, None, seed, strategy, callbacks, verbose, log.tee(print_fn), log, role,
+                        policy)
         finally:
             log.close()
             remove_temporary_work_dir(work_dir)
@@ -93,7 +108,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
     if resume and ckpt is None:
         print_fn(f"--resume: no checkpoint in {work_dir}, starting a new run")
     try:
-        return _run(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role)
+        return _run(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role, policy)
     except BaseException as e:  # the log ends with why the run stopped, then the error goes on as it was
         log.write(f"stopped: {type(e).__name__}: {e}")
         raise
@@ -101,10 +116,20 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
         log.close()
 
 
-def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role) -> dict:
+def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role,
+         policy=None) -> dict:
     """The run itself, in a work dir chosen and checked by :func:`train`; ``state``: the training
     state to resume (read from ``ckpt``) or None; ``role``: this process's
-    :class:`~rtmdet_keras.training.distribute.WorkerRole` (the others get the chief's state)."""
+    :class:`~rtmdet_keras.training.distribute.WorkerRole` (the others get the chief's state); ``policy``:
+    the mixed-precision dtype policy or None."""
+    from rtmdet_keras.training.precision import dtype_policy
+
+    with dtype_policy(policy):
+        return _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role,
+                                policy)
+
+
+def _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verbose, print_fn, log, role, policy):
     import keras
 
     from rtmdet_keras.data import load_split
@@ -122,6 +147,7 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
         sync_from_chief,
     )
     from rtmdet_keras.training.ema import ExpMomentumEMA
+    from rtmdet_keras.training.precision import float32_twin
     from rtmdet_keras.training.schedule import lr_key, scaled_lr, training_schedule
     from rtmdet_keras.training.workdir import WorkDirError
 
@@ -151,6 +177,9 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
         detector = RTMDetDetector(network, cfg)
         optimizer = build_optimizer(cfg, training_schedule(cfg, steps), network)
         detector.compile(optimizer=optimizer)
+        optimizer = detector.optimizer  # mixed_float16: wrapped for loss scaling
+    if policy is not None:
+        print_fn(f"mixed precision: {policy} (variables, assigner and losses in float32)")
 
     ema = ExpMomentumEMA(cfg.ema_momentum, cfg.ema_gamma)
     ema.set_model(detector)
@@ -202,7 +231,7 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
         val_set, make_dataset_predictor(network, cfg), network, interval=cfg.val_interval, dense_from=stage1_epochs,
         max_epochs=cfg.max_epochs, ema=ema, work_dir=work_dir, best_metric=best_metric,
         tensorboard=TensorBoardWriter(work_dir / "tensorboard", val_set, cfg.class_names),
-        print_fn=print_fn, evaluate_here=role.is_chief,
+        print_fn=print_fn, evaluate_here=role.is_chief, save_network=float32_twin(cfg) if policy else None,
         share_fn=(lambda value: float(broadcast_from_chief(strategy, role, [value])[0])) if role.multi else None,
     )
     evaluator.best_epoch = best_epoch
@@ -275,9 +304,13 @@ def _run(cfg, work_dir: Path, state, ckpt, seed, strategy, callbacks, verbose, p
               "of the same name are replaced; other checkpoints are kept).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
-              help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG.")
+              help="tf.distribute strategy: default (all GPUs when there are several), mirrored, or multiworker (the "
+              "cluster from TF_CONFIG; see the README, 'Training on several machines').")
+@click.option("--mixed-precision", is_flag=True, help="Compute in float16 on GPUs (mixed_float16) or bfloat16 on "
+              "CPUs that have it (mixed_bfloat16); weights, losses and the saved models stay float32.")
 @click.option("--verbose", type=int, default=1, help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
-def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, seed, strategy, verbose):
+def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, seed, strategy, mixed_precision,
+                  verbose):
     """Train a detector. CONFIG_PATH may also be given as --config."""
     cfg = load_config_or_exit(config, cfg_options, config_path)
     from rtmdet_keras.checkpoint_convert import CheckpointError
@@ -287,7 +320,7 @@ def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, 
 
     try:
         train(cfg, work_dir=work_dir, resume=resume, exist_ok=exist_ok, seed=seed, strategy=strategy,
-              verbose=verbose)
+              verbose=verbose, mixed_precision=mixed_precision)
     except (DatasetError, ImageReadError, TrainingDiverged, CheckpointError, WorkDirError) as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:

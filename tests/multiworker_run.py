@@ -44,6 +44,11 @@ def main(argv=None):
     from rtmdet_keras.config import load_config
     from rtmdet_keras.train import make_strategy, train
 
+    import tensorflow as tf
+
+    # Two workers share the test machine's cores: one thread pool each keeps them from crowding each other.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.config.disable_traceback_filtering()  # a failure in a worker shows where it happened
     strategy = make_strategy("multiworker")  # first, before TensorFlow runs anything else
     cfg = load_config("nano", [f"data_root={args.data}", *TINY, *args.options])

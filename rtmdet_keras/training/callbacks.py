@@ -66,12 +66,15 @@ class CocoEvalCallback(keras.callbacks.Callback):
     Several workers (``--strategy multiworker``): the chief evaluates (``evaluate_here``), the others do
     not, and ``share_fn(bbox_mAP or None) -> bbox_mAP`` gives every worker the chief's value, so that
     ``best_metric``, ``best_epoch`` and the ``val_bbox_mAP`` that early stopping reads agree.
+    ``save_network``: the network saved as the best model, given ``network``'s weights first (a float32
+    twin of a mixed-precision network); default ``network``.
     """
 
     def __init__(self, dataset, predict_fn: Callable, network: keras.Model, interval: int = 10,
                  dense_from: Optional[int] = None, max_epochs: Optional[int] = None, ema=None,
                  work_dir=None, best_metric: float = -1.0, tensorboard=None, print_fn=print,
-                 evaluate_here: bool = True, share_fn: Optional[Callable] = None):
+                 evaluate_here: bool = True, share_fn: Optional[Callable] = None,
+                 save_network: Optional[keras.Model] = None):
         super().__init__()
         self.dataset = dataset
         self.predict_fn = predict_fn
@@ -88,6 +91,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
         self.last_result = None
         self.last_epoch = None  # the epoch (1-based) last_result belongs to
         self.evaluate_here = bool(evaluate_here)
+        self.save_network = save_network
         self.share_fn = share_fn
 
     def due(self, epoch_done: int) -> bool:
@@ -146,7 +150,11 @@ class CocoEvalCallback(keras.callbacks.Callback):
         """Write the network as it is now (call it with the weights to keep swapped in)."""
         import json
 
-        save_inference_model(self.network, self.work_dir / BEST_NAME)
+        network = self.network
+        if self.save_network is not None:
+            self.save_network.set_weights(network.get_weights())
+            network = self.save_network
+        save_inference_model(network, self.work_dir / BEST_NAME)
         info = {"epoch": epoch, "metrics": result.metrics}
         atomic_write(self.work_dir / (BEST_NAME + ".json"),
                      lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
