@@ -1,4 +1,5 @@
-"""Start from COCO-pretrained weights: mmdetection RTMDet and CSPNeXt checkpoints into the Keras model.
+"""Start from COCO-pretrained weights: mmdetection RTMDet and CSPNeXt checkpoints into the Keras model,
+and SSCMA-trained ones (mmyolo's neck and head names; :func:`detect_layout`, :data:`_SSCMA_TO_MMDET`).
 
 Three entry points, one mapping:
 
@@ -21,6 +22,12 @@ Sources
     ``.npz``: a converted file (the format below). ``.keras``: a model saved by this project (its
     weights are read by layer name, so another class count or a backbone-only load works as for the
     other sources).
+
+SSCMA (Seeed-Studio/ModelAssistant) checkpoints
+    Recognised by their mmyolo-layout keys (``neck.top_down_layers``, ``bbox_head.head_module``) and renamed
+    to mmdetection's one to one before the mapping below; messages and reports keep SSCMA's names. Export,
+    evaluation and QAT take them (``.pth`` or converted ``.npz``) through
+    :func:`rtmdet_keras.evaluate.load_network`, with another class count an error rather than a fresh start.
 
 The mapping (layer names are the state-dict keys without the parameter name; see
 :mod:`rtmdet_keras.models.rtmdet`)

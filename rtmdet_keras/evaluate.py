@@ -460,7 +460,8 @@ def default_plots_dir(model_path, json_out=None) -> Path:
 @click.argument("args", nargs=-1, metavar="[CONFIG] MODEL")
 @config_options()
 @click.option("--tflite", default=None, help="A .tflite model (float32, float16 or int8).")
-@click.option("--checkpoint", default=None, help="A .keras model, epoch_N.ckpt.npz or SavedModel folder.")
+@click.option("--checkpoint", default=None, help="A .keras model, epoch_N.ckpt.npz, SavedModel folder, or an "
+              "mmdetection/SSCMA .pth or its converted .npz.")
 @click.option("--batch", "batch_size", type=int, default=16, show_default=True, help="Images per batch.")
 @click.option("--threads", type=int, default=None, help="Interpreter / TensorFlow threads.")
 @click.option("--json", "json_out", default=None,

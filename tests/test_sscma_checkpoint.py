@@ -320,3 +320,51 @@ def test_torch_outputs_equal_the_sscma_module(config, tmp_path):
             ref = ref.numpy()
             assert np.abs(ref).max() > 0.1  # not a vanishing signal
             np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, np.abs(ref).max()), rtol=1e-4, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's three commands on a converted SSCMA-layout nano checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def _run(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_seed_commands_on_an_sscma_nano_checkpoint(demo_dataset, tmp_path):
+    # SSCMA's own file layout: work_dirs/<config>/epoch_50.pth; here its converted .npz (CI has no torch).
+    ckpt = tmp_path / "work_dirs" / "rtmdet_nano_8xb32_300e_coco" / "epoch_50.npz"
+    ckpt.parent.mkdir(parents=True)
+    sd = sscma_state_dict("rtmdet_nano_8xb32_300e_coco", num_classes=2, seed=11)
+    convert_checkpoint({"state_dict": sd, "meta": {}}, ckpt, sscma_cfg("rtmdet_nano_8xb32_300e_coco"),
+                       print_fn=quiet)
+    config = "configs/rtmdet_nano_8xb32_300e_coco.py"  # SSCMA's name; there is no such file here
+    data = ["--cfg-options", f"data_root={demo_dataset}", "num_classes=2",
+            "train_ann_file=train/_annotations.coco.json", "val_ann_file=valid/_annotations.coco.json",
+            "train_img_prefix=train/", "val_img_prefix=valid/"]
+    out = _run(["rtmdet_keras.export", config, str(ckpt), *data, "export.calib_images=8", "--imgsz", "64", "64",
+                "--format", "tflite", "--int8"], tmp_path)
+    assert "SSCMA's config name; using preset nano" in out and "converted from an SSCMA/mmyolo-layout" in out
+    tflite = ckpt.parent / "nano_int8.tflite"
+    assert tflite.is_file()
+
+    out = _run(["rtmdet_keras.evaluate", config, "--tflite", str(tflite), *data, "imgsz=[64,64]", "--no-plots"],
+               tmp_path)
+    assert "Average Precision" in out
+
+    work = tmp_path / "qat"
+    out = _run(["rtmdet_keras.qat", config, str(ckpt), *data, "imgsz=[64,64]", "batch_size=8", "qat.epochs=1",
+                "export.calib_images=8", "--no-baselines", "--work-dir", str(work), "--verbose", "0"], tmp_path)
+    assert (work / "best_qat.weights.h5").is_file()
+    assert list(work.glob("*int8*.tflite")), sorted(p.name for p in work.iterdir())
