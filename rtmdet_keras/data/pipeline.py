@@ -29,7 +29,6 @@ from rtmdet_keras.data import transforms as T
 from rtmdet_keras.data.cache import FileImages, ImageSource, image_source_for
 from rtmdet_keras.data.images import load_image
 from rtmdet_keras.data.transforms import letterbox
-from rtmdet_keras.training.distribute import worker_takes
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +324,8 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     if start_step:
         ds = ds.skip(int(start_step) * global_batch)
     if plan is not None and plan.workers > 1:
+        from rtmdet_keras.training.distribute import worker_takes
+
         ds = ds.filter(lambda k, i: worker_takes(k, plan, worker))
     ds = ds.map(lambda k, i: sampler(k, sampler.pool[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
