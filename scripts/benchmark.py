@@ -16,6 +16,7 @@ PARTS = {
     "train": "training images/s of model.fit, stage 1 and 2 (and YOLO11n's with --cases ...,yolo)",
     "evaluation": "what one COCO evaluation during training costs (predict, COCO, best-model save)",
     "export": "export time, .tflite size and interpreter latency",
+    "export_stages": "where the time of export --int8 goes, stage by stage",
     "ema_vs_raw": "COCO AP of the EMA and the raw weights of a run's checkpoints, epoch by epoch",
     "vs_ultralytics": "nano against YOLO11n on the same data, epochs and cores (accuracy, int8, wall time)",
 }
