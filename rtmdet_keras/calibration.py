@@ -50,7 +50,6 @@ def _model_object(model_content: bytes):
 
 def _serialize(model) -> bytes:
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
 
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

@@ -18,6 +18,7 @@ PARTS = {
     "export": "export time, .tflite size and interpreter latency",
     "vela": "Ethos-U figures per preset from Arm's Vela: NPU op share, SRAM, flash, estimated time",
     "files": "training pipeline images/s and CPU ms per image decoding from files (no cache), 640 px",
+    "export_stages": "where the time of export --int8 goes, stage by stage",
     "ema_vs_raw": "COCO AP of the EMA and the raw weights of a run's checkpoints, epoch by epoch",
     "vs_ultralytics": "nano against YOLO11n on the same data, epochs and cores (accuracy, int8, wall time)",
 }

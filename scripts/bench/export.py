@@ -101,8 +101,8 @@ def bench_calibration_time(cases, calibrators, calib, out_dir):
                                               print_fn=lambda *a: None)["int8"]
             wall, cpu = time.monotonic() - t0, time.process_time() - c0
             parts = json.loads(paths[calibrator].with_suffix(".json").read_text())["export_seconds"]
-            print(f"| {preset} @ {size} | {calibrator} | {len(imgs)} | {wall:.1f} | {cpu:.1f} | {parts['saved_model']:.1f} | "
-                  f"{parts['convert']:.1f} |", flush=True)
+            print(f"| {preset} @ {size} | {calibrator} | {len(imgs)} | {wall:.1f} | {cpu:.1f} | "
+                  f"{parts['saved_model']:.1f} | {parts['convert']:.1f} |", flush=True)
         if len(paths) == 2:
             print(f"  {case}: " + _model_difference(*paths.values(), imgs[:8]), flush=True)
 
