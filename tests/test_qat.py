@@ -24,12 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------------------------
 
 
+def _cfg_options(data_root, *extra):
+    # 24 training images, batch 8: 3 steps; observers frozen from step 1, BatchNorm from step 2.
+    return [f"data_root={data_root}", "num_classes=2", "imgsz=64", "batch_size=8", "export.calib_images=16",
+            "qat.epochs=1", *extra]
+
+
 def _cfg(data_root, *extra):
     from rtmdet_keras import load_config
 
-    # 24 training images, batch 8: 3 steps; observers frozen from step 1, BatchNorm from step 2.
-    return load_config("nano", [f"data_root={data_root}", "num_classes=2", "imgsz=64", "batch_size=8",
-                                "export.calib_images=16", "qat.epochs=1", *extra])
+    return load_config("nano", _cfg_options(data_root, *extra))
 
 
 def _checks_without_training(net, control, images):
@@ -85,9 +89,21 @@ def _worker(data_root, work_dir, out_json):
     keras.utils.set_random_seed(0)
     float_net = build_model(cfg)
     randomize_weights(float_net, seed=0)  # O(1) activations: ranges and biases that mean something
-    float_path = work_dir / "float.keras"
-    float_net.save(float_path)
     images = dataset_images(load_split(cfg, "train"), cfg, 16, shuffle=False)
+    # The float model arrives as SSCMA leaves it: its weights saved in SSCMA's (mmyolo) layout as
+    # work_dirs/<SSCMA config>/epoch_50, converted to .npz (CI has no torch) and given under SSCMA's config
+    # name; so this run is also the seed's QAT command on an SSCMA checkpoint (test_qat_on_an_sscma_checkpoint).
+    from rtmdet_keras import load_config
+    from rtmdet_keras.checkpoint_convert import convert_checkpoint
+    from tests.test_sscma_checkpoint import sscma_state_dict_of
+
+    lines = []
+    sscma = "rtmdet_nano_8xb32_300e_coco"
+    qat_cfg = load_config(f"configs/{sscma}.py", _cfg_options(data_root), print_fn=lines.append)
+    float_path = work_dir / "work_dirs" / sscma / "epoch_50.npz"
+    float_path.parent.mkdir(parents=True)
+    convert_checkpoint({"state_dict": sscma_state_dict_of(float_net, sscma), "meta": {}}, float_path, qat_cfg,
+                       print_fn=lines.append)
     del float_net
 
     from rtmdet_keras.qat import (
@@ -96,8 +112,7 @@ def _worker(data_root, work_dir, out_json):
     )
 
     result = {}
-    lines = []
-    summary = qat(cfg, float_path, work_dir=work_dir / "qat", baselines=False, verbose=0, print_fn=lines.append)
+    summary = qat(qat_cfg, float_path, work_dir=work_dir / "qat", baselines=False, verbose=0, print_fn=lines.append)
     result["log"] = [str(line) for line in lines]
     result["summary"] = {k: v for k, v in summary.items() if k != "table"}
 
@@ -157,7 +172,21 @@ def qat_run(demo_dataset, tmp_path_factory):
                           timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"QAT worker failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return work, json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["stdout"] = proc.stdout
+    return work, result
+
+
+@pytest.mark.slow
+def test_qat_on_an_sscma_checkpoint(qat_run):
+    """The seed's QAT step on SSCMA's output: its config name and its (converted) epoch_50 checkpoint."""
+    work, r = qat_run
+    log = "\n".join(r["log"])
+    assert "SSCMA's config name; using preset nano" in log
+    assert "SSCMA/mmyolo layout" in log  # the conversion
+    assert "converted from an SSCMA/mmyolo-layout checkpoint" in r["stdout"]  # qat's load of the .npz
+    assert (work / "qat" / "best_qat.weights.h5").is_file()
+    assert r["summary"]["steps"] == 3
 
 
 @pytest.mark.slow
