@@ -134,7 +134,10 @@ class FusedAdamW(keras.optimizers.AdamW):
     Why: Keras builds each weight's update from about twenty small ops and evaluates the learning-rate
     schedule again for every weight's decay. For nano's 222 weights that made tracing the training step
     take about half a minute of a short run on 2 cores, and every step ran thousands of tiny ops.
-    Under a strategy the stock Keras path runs (it handles replicas and cross-replica sums).
+    Under a strategy the stock Keras path runs (it handles replicas and cross-replica sums). Its rounding
+    differs from the fused op's, which Adam amplifies (near-zero gradients become steps of +-lr): a short
+    run under a strategy follows another path than the same run without one, as another seed would
+    (docs/benchmarks.md, "Scale").
     """
 
     def _fused(self) -> bool:

@@ -89,3 +89,46 @@ def test_training_step_is_traced_once(monkeypatch):
     det.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert len(traces) == 1
     assert int(det.optimizer.iterations.numpy()) == 4
+
+
+@pytest.mark.slow
+def test_one_replica_strategy_trains_as_the_default_path_with_keras_adamw(monkeypatch):
+    """Under ``MirroredStrategy(["/cpu:0"])`` the detector (the real nano network with its fused BatchNorm,
+    64 px) takes the same steps as without a strategy, once the default path runs Keras' own AdamW update
+    instead of FusedAdamW's fused op: same weights, BatchNorm moving statistics and Adam slots after 4
+    steps of warm-up and full rate. The two paths differ by the optimiser's rounding and nothing else
+    (tf.distribute changes neither the loss, the gradients, the BatchNorm update nor the schedule)."""
+    import tensorflow as tf
+
+    from rtmdet_keras.models import build_model
+    from rtmdet_keras.training.detector import FusedAdamW
+    from rtmdet_keras.training.schedule import WarmupCosineSchedule
+
+    x, y = _data(16, 64, 64, np.random.default_rng(3))
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        cfg = load_config("nano", ["num_classes=1", "imgsz=64"])
+        with strategy.scope():
+            network = build_model(cfg)
+            det = RTMDetDetector(network, cfg)
+            opt = build_optimizer(cfg, WarmupCosineSchedule(4e-3, 2, 3, 6), network)
+            det.compile(optimizer=opt)
+        det.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+        return ({w.path: w.numpy() for w in det.weights}, [v.numpy() for v in opt.variables],
+                float(opt.learning_rate.numpy()))
+
+    mirrored_w, mirrored_slots, mirrored_lr = run(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    monkeypatch.setattr(FusedAdamW, "_fused", lambda self: False)  # the stock update, no strategy
+    default_w, default_slots, default_lr = run(tf.distribute.get_strategy())
+
+    assert int(mirrored_slots[0]) == int(default_slots[0]) == 4  # iterations: once per step
+    assert mirrored_lr == pytest.approx(default_lr, rel=1e-7)
+    assert sorted(mirrored_w) == sorted(default_w)
+    moved = 0
+    for path, value in default_w.items():
+        np.testing.assert_allclose(mirrored_w[path], value, rtol=1e-6, atol=1e-6, err_msg=path)
+        moved += "moving_" in path
+    assert moved >= 2 * 60  # the BatchNorm statistics were compared too
+    for a, b in zip(default_slots, mirrored_slots):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
