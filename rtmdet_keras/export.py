@@ -391,9 +391,9 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    elif fmt == "int8":
+    elif fmt in ("int8", "int16x8"):
         if representative is None or len(representative) == 0:
-            raise ExportError("int8 export needs calibration images")
+            raise ExportError(f"{fmt} export needs calibration images")
         images = pin_input_range(representative).astype(np.float32)
 
         def representative_dataset():
@@ -402,24 +402,16 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative_dataset
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[int8_input]
-        conv.inference_output_type = tf.int8
-    elif fmt == "int16x8":
-        if representative is None or len(representative) == 0:
-            raise ExportError("int16x8 export needs calibration images")
-        images16 = pin_input_range(representative).astype(np.float32)
-
-        def representative_dataset16():
-            for img in images16:
-                yield [img[None]]
-
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative_dataset16
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        # int16 tensors are symmetric (zero point 0): the input 0-255 gets scale 255/32767.
-        conv.inference_input_type = tf.int16
-        conv.inference_output_type = tf.int16
+        if fmt == "int8":
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[int8_input]
+            conv.inference_output_type = tf.int8
+        else:
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            # int16 tensors are symmetric (zero point 0): the input 0-255 gets scale 255/32767.
+            conv.inference_input_type = tf.int16
+            conv.inference_output_type = tf.int16
     else:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     try:
