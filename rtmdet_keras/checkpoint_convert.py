@@ -450,6 +450,18 @@ def save_named_weights(path, table: Mapping, meta: Optional[dict] = None) -> Non
     atomic_write(path, write)
 
 
+def is_named_weights_file(path) -> bool:
+    """Whether ``path`` is a converted weights ``.npz`` (it holds :data:`META_KEY`), not a training
+    checkpoint (``epoch_N.ckpt.npz``); reads only the archive's member names."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return f"{META_KEY}.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_named_weights(path) -> Tuple[Dict[str, np.ndarray], dict]:
     """Read a converted file: ``({"layer/weight": array}, meta)``."""
     import zipfile

@@ -29,7 +29,6 @@ import numpy as np
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
 
 KERAS_SUFFIXES = (".keras",)
-TORCH_SUFFIXES = (".pth", ".pt")  # mmdetection / SSCMA checkpoints (read by rtmdet_keras.checkpoint_convert)
 CHECKPOINT_SUFFIX = ".ckpt.npz"
 
 
@@ -142,23 +141,14 @@ def model_kind(path) -> str:
         return "keras"
     if path.name.endswith(CHECKPOINT_SUFFIX):
         return "checkpoint"
+    from rtmdet_keras.checkpoint_convert import TORCH_SUFFIXES, is_named_weights_file
+
     if path.suffix == ".npz":
-        return "weights" if _is_converted_weights(path) else "checkpoint"
+        return "weights" if is_named_weights_file(path) else "checkpoint"
     if path.suffix.lower() in TORCH_SUFFIXES:
         return "weights"
     raise ModelLoadError(f"{path}: unknown model type; give a .keras, .ckpt.npz, .tflite, a SavedModel folder, "
                          f"or an mmdetection/SSCMA checkpoint (.pth) or its converted .npz")
-
-
-def _is_converted_weights(path: Path) -> bool:
-    """Whether a ``.npz`` is a converted weights file (it has ``__meta__``), not a training checkpoint."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n in ("__meta__.npy", "__meta__") for n in z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def compare_with_fresh_model(network, cfg, source) -> None:
