@@ -134,7 +134,7 @@ def _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verb
 
     from rtmdet_keras.data import load_split
     from rtmdet_keras.data.check import format_report
-    from rtmdet_keras.data.pipeline import build_stage_pipelines
+    from rtmdet_keras.data.pipeline import build_stage_pipelines, training_pool
     from rtmdet_keras.models import build_model
     from rtmdet_keras.training.callbacks import (
         CocoEarlyStopping, CocoEvalCallback, ContinuousCallbacks, EpochClock, LearningRateLogger, NanGuard,
@@ -170,7 +170,7 @@ def _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verb
         plan = shard_plan(cfg.batch_size, role.count, replicas // role.count)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    steps = plan.steps_per_epoch(sum(1 for r in train_set.records if len(r.labels) or not cfg.filter_empty_gt))
+    steps = plan.steps_per_epoch(len(training_pool(train_set.records, cfg)))
 
     with strategy.scope():
         network = build_model(cfg)

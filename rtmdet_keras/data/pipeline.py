@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -242,6 +242,12 @@ def _derive_max_boxes(records, mosaic: bool, mixup: bool, cap: int) -> Tuple[int
     return min(per_sample, cap), min(total, cap)
 
 
+def training_pool(records, cfg) -> List[int]:
+    """The images a training stream draws from: indices into ``records``, those with boxes (all of them
+    with ``filter_empty_gt=false``)."""
+    return [i for i, r in enumerate(records) if len(r.labels) or not cfg.filter_empty_gt]
+
+
 def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = None, shuffle: bool = True,
                          max_boxes: Optional[int] = None, image_source: Optional[ImageSource] = None,
                          cache_budget_bytes: Optional[int] = None, start_step: int = 0,
@@ -275,7 +281,7 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
         raise ValueError(f"the {getattr(dataset, 'split', 'training')} split from "
                          f"{getattr(dataset, 'source', '?')} has no images: nothing to train on")
     # The images the stream draws from (indices into ``records``, which the image source follows).
-    pool = [i for i, r in enumerate(records) if len(r.labels) or not cfg.filter_empty_gt]
+    pool = training_pool(records, cfg)
     if not pool:
         raise ValueError(f"none of the {len(records)} images of the {getattr(dataset, 'split', 'training')} "
                          f"split from {getattr(dataset, 'source', '?')} has a box: nothing to learn from (set "
