@@ -167,7 +167,12 @@ def average_over_workers(strategy, role: WorkerRole, variables: Sequence) -> Non
     if not role.multi or not variables:
         return
     flat = np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in variables])
-    flat = _sum_over_workers(strategy, flat) / np.float32(role.count)
+    _assign_flat(variables, _sum_over_workers(strategy, flat) / np.float32(role.count))
+
+
+def _assign_flat(variables: Sequence, flat: np.ndarray) -> None:
+    """Give ``variables`` consecutive pieces of ``flat`` (their values concatenated in order), each cast
+    to the variable's dtype: the scatter after an all-reduce of many variables at once."""
     offset = 0
     for v in variables:
         size = int(np.prod(v.shape))
@@ -208,13 +213,9 @@ def sync_from_chief(strategy, role: WorkerRole, variables: Sequence, header: Seq
     by_dtype = {}
     for v in variables:
         by_dtype.setdefault(np.dtype(np.asarray(v).dtype), []).append(v)
-    for dtype, group in by_dtype.items():
-        flat = broadcast_from_chief(strategy, role, np.concatenate([np.asarray(v).reshape(-1) for v in group]))
-        offset = 0
-        for v in group:
-            size = int(np.prod(v.shape))
-            v.assign(flat[offset:offset + size].reshape(tuple(v.shape)).astype(dtype))
-            offset += size
+    for group in by_dtype.values():
+        _assign_flat(group, broadcast_from_chief(strategy, role, np.concatenate([np.asarray(v).reshape(-1)
+                                                                                for v in group])))
     return header
 
 
