@@ -423,20 +423,16 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
 
 @contextlib.contextmanager
 def _calibration(fast: bool):
-    if not fast:
-        yield
-        return
-    from rtmdet_keras.calibration import fast_calibration
+    """The conversion's calibrator: TFLite's own, or (``fast``) :mod:`rtmdet_keras.calibration`'s in its place."""
+    with contextlib.ExitStack() as stack:
+        if fast:
+            from rtmdet_keras.calibration import fast_calibration
 
-    try:
-        ctx = fast_calibration()
-        ctx.__enter__()
-    except RuntimeError as e:
-        raise ExportError(f"{e} (--calibrator tflite)") from None
-    try:
+            try:
+                stack.enter_context(fast_calibration())
+            except RuntimeError as e:
+                raise ExportError(f"{e} (--calibrator tflite)") from None
         yield
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------
