@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
 import yaml
+
+from rtmdet_keras.files import atomic_write_text
 
 # The presets ship inside the package (in a checkout rtmdet_keras/configs is a link to the top-level configs/), so
 # a preset name resolves the same from a checkout, an editable install, a wheel or an sdist, from any folder.
@@ -211,11 +212,7 @@ class Config:
 
     def save(self, path) -> None:
         """Write the resolved config as YAML (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_yaml())
 
 
 _CHOICES = {

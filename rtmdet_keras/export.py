@@ -70,6 +70,7 @@ import click
 import numpy as np
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, run_standalone
+from rtmdet_keras.files import atomic_write_bytes, atomic_write_text
 
 DEFAULT_FORMATS = ("float32", "float16", "int8")  # --all
 # int16x8: 16-bit activations, 8-bit weights (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8),
@@ -760,9 +761,7 @@ def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMAT
                                        calibrator)
             timings[fmt] = time.perf_counter() - t0
             path = out_dir / f"{name}_{fmt}.tflite"
-            tmp_path = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            tmp_path.write_bytes(flat)
-            os.replace(tmp_path, path)
+            atomic_write_bytes(path, flat)
             paths[fmt] = path
             with _captured_stderr():  # LiteRT announces its XNNPACK delegate on stderr
                 summary = graph_summary(path)
@@ -847,10 +846,7 @@ def _write_json(path, data) -> None:
             return clean(float(v))
         return v
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(clean(data), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+from rtmdet_keras.files import atomic_write_text
+
 DEFAULT_ACCELERATOR = "ethos-u55-64"  # Himax WE2 (Grove Vision AI V2)
 VELA_VERSION = "5.2.0"  # the version the docs' figures come from
 ENV_VAR = "RTMDET_VELA"
@@ -136,9 +138,7 @@ def compile_vela(tflite_path, out_dir=None, accelerator: str = DEFAULT_ACCELERAT
     files["report"].write_text(f"vela {version} {' '.join(args)} {src.name}\n{report}\n")
     result = {**figures, "vela_version": version, "source": src.name,
               "files": {k: str(v) for k, v in files.items()}}
-    tmp_json = files["json"].with_name(f".{files['json'].name}.tmp{os.getpid()}")
-    tmp_json.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_json, files["json"])
+    atomic_write_text(files["json"], json.dumps(result, indent=2) + "\n")
     result["files"] = files
     return result
 

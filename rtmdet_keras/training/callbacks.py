@@ -20,7 +20,8 @@ import keras
 import numpy as np
 
 from rtmdet_keras.evaluation import METRIC_NAMES, evaluate_detections
-from rtmdet_keras.training.checkpoint import BEST_NAME, atomic_write, save_inference_model
+from rtmdet_keras.files import atomic_write
+from rtmdet_keras.training.checkpoint import BEST_NAME, save_inference_model
 
 
 class TrainingDiverged(RuntimeError):

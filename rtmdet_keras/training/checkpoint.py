@@ -13,7 +13,6 @@ killed at any moment leaves either the old file or the new one, never half of on
 from __future__ import annotations
 
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -22,25 +21,11 @@ from typing import Optional
 import keras
 import numpy as np
 
+from rtmdet_keras.files import atomic_write
+
 LAST_POINTER = "last_checkpoint"
 BEST_NAME = "best_coco_bbox_mAP.keras"
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.ckpt\.npz$")
-
-
-def atomic_write(path, write_fn, suffix="") -> None:
-    """Call ``write_fn(tmp_path)`` then rename ``tmp_path`` to ``path``. ``suffix`` keeps an extension
-    some writers insist on (``.keras``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _cache_keras_skipsets() -> None:

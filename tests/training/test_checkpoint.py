@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from rtmdet_keras.files import atomic_write
 from rtmdet_keras.training.checkpoint import (
-    CheckpointCallback, atomic_write, epoch_checkpoints, latest_checkpoint, load_training_state,
+    CheckpointCallback, epoch_checkpoints, latest_checkpoint, load_training_state,
     read_checkpoint_meta, restore_training_state, run_checkpoints, save_training_state,
 )
 from rtmdet_keras.training.ema import ExpMomentumEMA
