@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rtmdet_keras"
 
 # Bottom to top. A module belongs to the first floor with a matching pattern.
 FLOORS = [
-    ("base", ["rtmdet_keras", "rtmdet_keras.config", "rtmdet_keras.boxes", "rtmdet_keras.files",
+    ("base", ["rtmdet_keras", "rtmdet_keras.config", "rtmdet_keras.config_*", "rtmdet_keras.boxes", "rtmdet_keras.files",
               "rtmdet_keras.tensorflow_startup"]),
     ("data and models", ["rtmdet_keras.data", "rtmdet_keras.data.*", "rtmdet_keras.models", "rtmdet_keras.models.*"]),
     ("postprocess and evaluation", ["rtmdet_keras.postprocess", "rtmdet_keras.evaluation", "rtmdet_keras.evaluation_plots",
@@ -35,7 +35,8 @@ FLOORS = [
     ("export", ["rtmdet_keras.export", "rtmdet_keras.export.*"]),
     ("qat", ["rtmdet_keras.qat", "rtmdet_keras.qat.*"]),
     ("commands", ["rtmdet_keras.commands", "rtmdet_keras.commands.*", "rtmdet_keras.cli",
-                  "rtmdet_keras.train", "rtmdet_keras.evaluate", "rtmdet_keras.predict"]),
+                  "rtmdet_keras.train", "rtmdet_keras.evaluate", "rtmdet_keras.predict",
+                  "rtmdet_keras.checkpoint_convert"]),
 ]
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
