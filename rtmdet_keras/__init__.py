@@ -5,6 +5,8 @@ imports (TensorFlow, Keras) happen only when a name that needs them is used, so 
 and the command-line help start fast.
 """
 
+import importlib
+
 from rtmdet_keras.tensorflow_startup import hide_tensorflow_info_logs
 
 # Before anything imports TensorFlow: its C++ INFO and WARNING logs bury the messages that matter to a user.
@@ -17,7 +19,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_model": ("rtmdet_keras.models", "build_model"),
-    "train": ("rtmdet_keras.train", "train"),
+    "train": ("rtmdet_keras.training.run", "train"),
     "export_tflite": ("rtmdet_keras.export", "export_tflite"),
     "evaluate": ("rtmdet_keras.evaluate", "evaluate"),
     "RTMDetDetector": ("rtmdet_keras.training.detector", "RTMDetDetector"),
@@ -26,8 +28,6 @@ _LAZY = {
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'rtmdet_keras' has no attribute {name!r}")

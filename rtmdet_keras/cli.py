@@ -1,7 +1,7 @@
 """The ``rtmdet`` command group and the options every command shares.
 
-Each subcommand lives next to the code it drives (``rtmdet_keras/train.py`` defines ``train``, and so
-on) and is imported only when it runs, so ``rtmdet --help`` starts without TensorFlow.
+Each subcommand is a module of ``rtmdet_keras/commands/`` (``commands/train.py`` defines ``train``, and
+so on), imported only when that subcommand is asked for, so ``rtmdet --help`` starts without TensorFlow.
 
 ``--cfg-options`` takes any number of ``key=value`` words, as on the SSCMA/mmdetection command
 line: ``--cfg-options num_classes=2 imgsz='(192,192)' max_epochs=50``.
@@ -21,15 +21,15 @@ from rtmdet_keras.tensorflow_startup import (VERBOSE_ENV, import_tensorflow_quie
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
-    "models": ("rtmdet_keras.models.summary", "summary_command", "Build a preset and print its parts, parameters and FLOPs."),
-    "check-data": ("rtmdet_keras.data.check", "check_data_command", "Read a data set and print what it holds and what was skipped."),
-    "browse-dataset": ("rtmdet_keras.data.browse", "browse_command", "Write augmented training samples with their boxes drawn."),
-    "train": ("rtmdet_keras.train", "train_command", "Train a detector."),
-    "evaluate": ("rtmdet_keras.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
-    "export": ("rtmdet_keras.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
-    "predict": ("rtmdet_keras.predict", "predict_command", "Draw detections on images."),
-    "qat": ("rtmdet_keras.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
-    "convert-checkpoint": ("rtmdet_keras.checkpoint_convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
+    "models": ("rtmdet_keras.commands.models", "summary_command", "Build a preset and print its parts, parameters and FLOPs."),
+    "check-data": ("rtmdet_keras.commands.check_data", "check_data_command", "Read a data set and print what it holds and what was skipped."),
+    "browse-dataset": ("rtmdet_keras.commands.browse", "browse_command", "Write augmented training samples with their boxes drawn."),
+    "train": ("rtmdet_keras.commands.train", "train_command", "Train a detector."),
+    "evaluate": ("rtmdet_keras.commands.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
+    "export": ("rtmdet_keras.commands.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
+    "predict": ("rtmdet_keras.commands.predict", "predict_command", "Draw detections on images."),
+    "qat": ("rtmdet_keras.commands.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
+    "convert-checkpoint": ("rtmdet_keras.commands.convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
 }
 
 
@@ -117,7 +117,7 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         try:
-            # Most command modules import TensorFlow only when they run; `models` imports Keras at once.
+            # A command's module may import TensorFlow (with the library it calls): start-up lines filtered.
             with tensorflow_start_filtered():
                 command = getattr(importlib.import_module(module), attr)
             return quiet_tensorflow_start(command)

@@ -188,7 +188,7 @@ def tensorflow_start_filtered(verbose=None):
 def import_tensorflow_quietly(verbose=None):
     """Import TensorFlow and find its devices with the start-up lines filtered out; return the module."""
     with tensorflow_start_filtered(verbose):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: this module is standard library only, and the import is what is filtered
     return tf
 
 

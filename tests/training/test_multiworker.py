@@ -1,5 +1,5 @@
 """--strategy multiworker: the shard arithmetic (fast), and two worker processes on localhost ports
-training a tiny network (slow; tests/multiworker_run.py is one worker)."""
+training a tiny network (slow; tests/training/multiworker_run.py is one worker)."""
 
 import json
 import os
@@ -114,7 +114,7 @@ def _free_ports(n):
 
 def _start(root, work_dir, out_dir, tag, resume=False, pause=None):
     ports = ",".join(str(p) for p in _free_ports(2))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(RUNNER.parents[1])}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(RUNNER.parents[2])}
     procs = []
     for i in range(2):
         cmd = [sys.executable, str(RUNNER), "--index", str(i), "--ports", ports, "--data", str(root),

@@ -15,7 +15,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from rtmdet_keras.config import load_config
-from rtmdet_keras.train import train
+from rtmdet_keras.training.run import train
 cfg = load_config("nano", [f"data_root={sys.argv[1]}", "num_classes=2", "imgsz=64", "batch_size=8",
                            "max_epochs=2", "stage2_num_epochs=1", "val_interval=1"])
 out = train(cfg, work_dir=sys.argv[2], strategy="mirrored", verbose=0, print_fn=lambda *a: None)

@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from rtmdet_keras.checkpoint_convert import CheckpointError
+from rtmdet_keras.commands.train import train_command
 from rtmdet_keras.config import load_config
-from rtmdet_keras.train import train, train_command
 from rtmdet_keras.training import checkpoint as ckpt_module
 from rtmdet_keras.training.callbacks import TrainingDiverged
 from rtmdet_keras.training.checkpoint import epoch_checkpoints, latest_checkpoint, read_checkpoint_meta
+from rtmdet_keras.training.run import train
 from rtmdet_keras.training.workdir import WorkDirError
 
 pytestmark = pytest.mark.slow

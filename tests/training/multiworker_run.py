@@ -1,6 +1,6 @@
-"""One worker of a local multi-worker training run, for tests/test_multiworker.py (run as a script).
+"""One worker of a local multi-worker training run, for tests/training/test_multiworker.py (run as a script).
 
-``python tests/multiworker_run.py --index I --ports P0,P1 --data ROOT --work-dir DIR --out OUT.json
+``python tests/training/multiworker_run.py --index I --ports P0,P1 --data ROOT --work-dir DIR --out OUT.json
 [--resume] [--pause-after-epoch E --pause-marker FILE] [cfg options...]`` sets ``TF_CONFIG`` for worker
 ``I`` of a cluster on ``localhost:P0,P1...``, trains with ``--strategy multiworker`` and writes to
 ``OUT.json`` the run's summary and what the worker's stream yields first (a digest of this worker's
@@ -36,13 +36,13 @@ def main(argv=None):
     os.environ["TF_CONFIG"] = json.dumps({
         "cluster": {"worker": [f"localhost:{p}" for p in args.ports.split(",")]},
         "task": {"type": "worker", "index": args.index}})
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
     import keras
     import numpy as np
 
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.train import make_strategy, train
+    from rtmdet_keras.training.run import make_strategy, train
 
     import tensorflow as tf
 
