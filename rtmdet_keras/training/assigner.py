@@ -59,6 +59,55 @@ def _class_cost(cls_logits, gt_labels, ious, class_cost):
     return cost
 
 
+def _pair_costs(cls_logits, pred_boxes, priors, gt_boxes, gt_labels, gt_valid, iou_weight, soft_center_radius,
+                class_cost):
+    """Steps 1 and 2: ``(cost, ious, candidate, pair_ok)``, the cost ``[B, P, N]`` of every (prior, GT) pair
+    (``+inf`` where the pair is not allowed), the IoUs of the predicted boxes with the GTs ``[B, P, N]``,
+    whether each prior is a candidate ``[B, P]``, and which pairs are allowed ``[B, P, N]``."""
+    px = priors[None, :, 0:1]  # [1, P, 1]
+    py = priors[None, :, 1:2]
+    stride = priors[None, :, 2:3]
+    x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # [B, 1, N]
+    inside = tf.minimum(tf.minimum(px - x1, py - y1), tf.minimum(x2 - px, y2 - py)) > 0
+    inside = tf.logical_and(inside, gt_valid[:, None, :])  # [B, P, N]
+    candidate = tf.reduce_any(inside, axis=-1)  # [B, P]
+    pair_ok = tf.logical_and(candidate[:, :, None], gt_valid[:, None, :])  # [B, P, N]
+
+    ious = pairwise_iou(pred_boxes, gt_boxes)  # [B, P, N]
+
+    dist = tf.sqrt(tf.square(px - (x1 + x2) * 0.5) + tf.square(py - (y1 + y2) * 0.5)) / stride
+    # 10 ** x as exp(x ln 10): tf.pow is 4-5x slower on CPU.
+    center_cost = tf.exp(tf.minimum(dist - soft_center_radius, MAX_CENTER_EXPONENT) * math.log(10.0))
+    iou_cost = -tf.math.log(ious + IOU_COST_EPS) * iou_weight
+    cost = _class_cost(cls_logits, gt_labels, ious, class_cost) + iou_cost + center_cost
+    cost = tf.where(pair_ok, cost, float("inf"))
+    return cost, ious, candidate, pair_ok
+
+
+def _match(cost, pair_ok, dynamic_k, k_max, batch, num_gt):
+    """Step 3: ``(fg_mask [B, P], gt_index [B, P])``, the priors some GT took and the GT each goes to."""
+    # Every GT takes its k cheapest priors. k <= k_max (an IoU is at most 1), so the k_max cheapest
+    # are enough; k <= number of candidates, so +inf (non-candidate) entries are never taken while
+    # the image has a candidate, and pair_ok removes them when it has none.
+    _, order = tf.math.top_k(-tf.transpose(cost, [0, 2, 1]), k=k_max)  # [B, N, K] cheapest first
+    take = tf.range(k_max)[None, None, :] < dynamic_k[:, :, None]  # [B, N, K]
+    shape = tf.shape(order)
+    b_idx = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
+    n_idx = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
+    scatter_idx = tf.reshape(tf.stack([b_idx, n_idx, order], axis=-1), [-1, 3])
+    matching = tf.scatter_nd(
+        scatter_idx, tf.reshape(tf.cast(take, tf.int32), [-1]), tf.stack([batch, num_gt + 1, tf.shape(cost)[1]])
+    )  # [B, N, P], 1 where GT n took prior p (top_k indices are distinct, so no sums)
+    matching = tf.logical_and(tf.transpose(matching, [0, 2, 1]) > 0, pair_ok)  # [B, P, N]
+
+    claims = tf.reduce_sum(tf.cast(matching, tf.int32), axis=-1)  # [B, P]
+    fg_mask = claims > 0
+    only_claimant = tf.argmax(tf.cast(matching, tf.int32), axis=-1, output_type=tf.int32)
+    cheapest_gt = tf.argmin(cost, axis=-1, output_type=tf.int32)
+    gt_index = tf.where(claims > 1, cheapest_gt, only_claimant)  # [B, P]
+    return fg_mask, gt_index
+
+
 def dynamic_soft_label_assign(
     cls_logits,
     pred_boxes,
@@ -111,24 +160,8 @@ def dynamic_soft_label_assign(
     gt_labels = tf.concat([gt_labels, tf.fill([batch, 1], -1)], axis=1)
     gt_valid = gt_labels >= 0  # [B, N]
 
-    px = priors[None, :, 0:1]  # [1, P, 1]
-    py = priors[None, :, 1:2]
-    stride = priors[None, :, 2:3]
-    x1, y1, x2, y2 = (gt_boxes[:, None, :, i] for i in range(4))  # [B, 1, N]
-    inside = tf.minimum(tf.minimum(px - x1, py - y1), tf.minimum(x2 - px, y2 - py)) > 0
-    inside = tf.logical_and(inside, gt_valid[:, None, :])  # [B, P, N]
-    candidate = tf.reduce_any(inside, axis=-1)  # [B, P]
-    pair_ok = tf.logical_and(candidate[:, :, None], gt_valid[:, None, :])  # [B, P, N]
-
-    ious = pairwise_iou(pred_boxes, gt_boxes)  # [B, P, N]
-
-    dist = tf.sqrt(tf.square(px - (x1 + x2) * 0.5) + tf.square(py - (y1 + y2) * 0.5)) / stride
-    # 10 ** x as exp(x ln 10): tf.pow is 4-5x slower on CPU.
-    center_cost = tf.exp(tf.minimum(dist - soft_center_radius, MAX_CENTER_EXPONENT) * math.log(10.0))
-    iou_cost = -tf.math.log(ious + IOU_COST_EPS) * iou_weight
-    cost = _class_cost(cls_logits, gt_labels, ious, class_cost) + iou_cost + center_cost
-    cost = tf.where(pair_ok, cost, float("inf"))
-
+    cost, ious, candidate, pair_ok = _pair_costs(cls_logits, pred_boxes, priors, gt_boxes, gt_labels, gt_valid,
+                                                 iou_weight, soft_center_radius, class_cost)
     # Dynamic k from the topk largest IoUs over the candidates (non-candidates count as IoU 0, which
     # equals mmdetection's topk over the candidates only: IoUs are >= 0).
     num_priors = priors.shape[0]
@@ -137,26 +170,7 @@ def dynamic_soft_label_assign(
     iou_sum = tf.reduce_sum(tf.math.top_k(cand_ious_t, k=k_max, sorted=False).values, axis=-1)
     dynamic_k = tf.maximum(tf.cast(iou_sum, tf.int32), 1)  # cast truncates, like torch's .int()
     dynamic_k = tf.where(gt_valid, dynamic_k, 0)  # [B, N]
-
-    # Every GT takes its k cheapest priors. k <= k_max (an IoU is at most 1), so the k_max cheapest
-    # are enough; k <= number of candidates, so +inf (non-candidate) entries are never taken while
-    # the image has a candidate, and pair_ok removes them when it has none.
-    _, order = tf.math.top_k(-tf.transpose(cost, [0, 2, 1]), k=k_max)  # [B, N, K] cheapest first
-    take = tf.range(k_max)[None, None, :] < dynamic_k[:, :, None]  # [B, N, K]
-    shape = tf.shape(order)
-    b_idx = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
-    n_idx = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
-    scatter_idx = tf.reshape(tf.stack([b_idx, n_idx, order], axis=-1), [-1, 3])
-    matching = tf.scatter_nd(
-        scatter_idx, tf.reshape(tf.cast(take, tf.int32), [-1]), tf.stack([batch, num_gt + 1, tf.shape(cost)[1]])
-    )  # [B, N, P], 1 where GT n took prior p (top_k indices are distinct, so no sums)
-    matching = tf.logical_and(tf.transpose(matching, [0, 2, 1]) > 0, pair_ok)  # [B, P, N]
-
-    claims = tf.reduce_sum(tf.cast(matching, tf.int32), axis=-1)  # [B, P]
-    fg_mask = claims > 0
-    only_claimant = tf.argmax(tf.cast(matching, tf.int32), axis=-1, output_type=tf.int32)
-    cheapest_gt = tf.argmin(cost, axis=-1, output_type=tf.int32)
-    gt_index = tf.where(claims > 1, cheapest_gt, only_claimant)  # [B, P]
+    fg_mask, gt_index = _match(cost, pair_ok, dynamic_k, k_max, batch, num_gt)
 
     matched_iou = tf.gather(ious, gt_index[..., None], batch_dims=2)[..., 0]
     target_scores = tf.where(fg_mask, matched_iou, 0.0)

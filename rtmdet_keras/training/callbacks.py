@@ -1,25 +1,25 @@
 """Training hooks as Keras callbacks: COCO evaluation (+ best checkpoint), NaN guard, early stopping on
-the COCO mAP, the per-epoch ``results.csv``, and the wrapper that shows callbacks the two stages of a
-run as one training.
+the COCO mAP, and the wrapper that shows callbacks the two stages of a run as one training.
 
-Each is usable in anyone's own ``fit`` call. The EMA callback lives in ``ema.py`` and checkpoints in
-``checkpoint.py``.
+Each is usable in anyone's own ``fit`` call. The EMA callback lives in ``ema.py``, checkpoints in
+``checkpoint.py`` and the per-epoch ``results.csv`` in ``results.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
+import json
 import math
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from rtmdet_keras.evaluation import METRIC_NAMES, evaluate_detections
+from rtmdet_keras.data.browse import draw_detections
+from rtmdet_keras.data.images import load_image
+from rtmdet_keras.evaluation import evaluate_detections
 from rtmdet_keras.files import atomic_write
 from rtmdet_keras.training.checkpoint import BEST_NAME, save_inference_model
 
@@ -149,8 +149,6 @@ class CocoEvalCallback(keras.callbacks.Callback):
 
     def _save_best(self, epoch, result):
         """Write the network as it is now (call it with the weights to keep swapped in)."""
-        import json
-
         network = self.network
         if self.save_network is not None:
             self.save_network.set_weights(network.get_weights())
@@ -283,110 +281,11 @@ class ContinuousCallbacks(keras.callbacks.Callback):
             cb.on_train_batch_end(batch, logs)
 
 
-class EpochClock(keras.callbacks.Callback):
-    """Times the training steps of each epoch (``perf_counter`` seconds). Put it first among the
-    callbacks: its ``on_epoch_end`` then runs right after the last step, before evaluation and checkpoints."""
-
-    def __init__(self):
-        super().__init__()
-        self.begin = self.end = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begin = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.end = time.perf_counter()
-
-
-RESULTS_COLUMNS = ("epoch", "stage", "loss", "loss_cls", "loss_bbox", "lr", *METRIC_NAMES,
-                   "images_per_second", "epoch_seconds", "wall_seconds")
-
-
-def _cell(value) -> str:
-    return "" if value is None else f"{float(value):.6g}"
-
-
-class ResultsCSV(keras.callbacks.Callback):
-    """Appends one row per epoch to ``path`` (``results.csv``, columns :data:`RESULTS_COLUMNS`): the epoch
-    (1-based), the stage (1 up to ``stage1_epochs``, then 2), the epoch's mean losses, the learning rate
-    at its end, the 12 COCO metrics when it was evaluated (empty otherwise), training images per second
-    of its steps (timed by ``clock``, an :class:`EpochClock`), its wall time with evaluation and
-    checkpoint, and the wall time since the run began (resumed sessions add up); times in seconds.
-    Put it after the callbacks that add to the logs (evaluation, learning rate).
-
-    The file is written when the callback is made: a header, and with ``resume_after`` (a resumed run)
-    the rows up to that epoch; rows of later epochs, which run again, are dropped.
-    ``coco_metrics(epoch)`` returns that epoch's COCO metrics or None.
-    ``log_fn`` gets a one-line summary of each epoch (train.py: ``train.log``, where the progress bar
-    does not go).
-    """
-
-    def __init__(self, path, clock: EpochClock, images_per_epoch: int, stage1_epochs: int,
-                 coco_metrics: Callable = lambda epoch: None, max_epochs: Optional[int] = None,
-                 resume_after: Optional[int] = None, log_fn: Optional[Callable] = None):
-        super().__init__()
-        self.path = Path(path)
-        self.clock = clock
-        self.images_per_epoch = int(images_per_epoch)
-        self.stage1_epochs = int(stage1_epochs)
-        self.coco_metrics = coco_metrics
-        self.max_epochs = max_epochs
-        self.log_fn = log_fn
-        self.last_epoch = resume_after
-        kept, self.offset = self._kept_rows(resume_after), 0.0
-        if kept and kept[-1].get("wall_seconds"):
-            with contextlib.suppress(ValueError):
-                self.offset = float(kept[-1]["wall_seconds"])
-        text = io.StringIO()
-        writer = csv.DictWriter(text, RESULTS_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(kept)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text.getvalue()))
-        self.start = time.perf_counter()
-
-    def _kept_rows(self, resume_after):
-        if resume_after is None or not self.path.exists():
-            return []
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = []
-        for row in rows:
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                if int(row["epoch"]) <= resume_after:
-                    kept.append(row)
-        return kept
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs, done, now = logs or {}, epoch + 1, time.perf_counter()
-        begin = self.clock.begin if self.clock.begin is not None else now
-        steps_seconds = (self.clock.end or now) - begin
-        values = {k: logs.get(k) for k in ("loss", "loss_cls", "loss_bbox", "lr")}
-        values.update((self.coco_metrics(done) or {}).items())
-        values.update(images_per_second=self.images_per_epoch / steps_seconds if steps_seconds > 0 else None,
-                      epoch_seconds=now - begin, wall_seconds=self.offset + now - self.start)
-        row = {"epoch": done, "stage": 1 if done <= self.stage1_epochs else 2,
-               **{k: _cell(values.get(k)) for k in RESULTS_COLUMNS[2:]}}
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, RESULTS_COLUMNS, lineterminator="\n").writerow(row)
-        self.last_epoch = done
-        if self.log_fn is not None:
-            of = f"/{self.max_epochs}" if self.max_epochs else ""
-            parts = [f"{k} {values[k]:.4f}" for k in ("loss", "loss_cls", "loss_bbox") if values.get(k) is not None]
-            parts += [f"lr {values['lr']:.3g}"] if values.get("lr") is not None else []
-            parts += [f"{k} {values[k]:.4f}" for k in ("bbox_mAP", "bbox_mAP_50") if values.get(k) is not None]
-            speed = values["images_per_second"]
-            self.log_fn(f"epoch {done}{of} (stage {row['stage']}): {', '.join(parts)}; "
-                        f"{f'{speed:.1f} images/s, ' if speed else ''}{values['epoch_seconds']:.1f} s")
-
-
 class TensorBoardWriter:
     """Writes COCO metrics (``coco/bbox_mAP``...) and the first ``num_images`` validation images with
     their predicted boxes drawn (``val_images/N``) under ``log_dir``."""
 
     def __init__(self, log_dir, dataset, class_names, num_images=4, score_thr=0.3):
-        import tensorflow as tf
-
-        self._tf = tf
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "coco"))
         self.records = dataset.records[:num_images]
         self.class_names = class_names
@@ -395,13 +294,10 @@ class TensorBoardWriter:
     def write_metrics(self, epoch, metrics):
         with self.writer.as_default():
             for k, v in metrics.items():
-                self._tf.summary.scalar(f"coco/{k}", v, step=epoch)
+                tf.summary.scalar(f"coco/{k}", v, step=epoch)
         self.writer.flush()
 
     def write_images(self, epoch, detections):
-        from rtmdet_keras.data.browse import draw_detections
-        from rtmdet_keras.data.images import load_image
-
         empty_boxes, empty = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         with self.writer.as_default():
             for i, r in enumerate(self.records):
@@ -411,5 +307,5 @@ class TensorBoardWriter:
                 keep = scores >= self.score_thr
                 picture = draw_detections(load_image(r.path), boxes[keep], labels[keep], self.class_names,
                                           scores[keep])
-                self._tf.summary.image(f"val_images/{i}", picture[None], step=epoch)
+                tf.summary.image(f"val_images/{i}", picture[None], step=epoch)
         self.writer.flush()

@@ -36,6 +36,7 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ def role_from_tf_config(tf_config: Optional[str] = None) -> WorkerRole:
 
 def worker_role(strategy) -> WorkerRole:
     """The role of this process under ``strategy`` (one worker for anything but a multi-worker strategy)."""
-    import tensorflow as tf
-
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return role_from_tf_config()
     return WorkerRole()
@@ -124,8 +123,6 @@ def distribute_train_dataset(strategy, dataset, role: WorkerRole):
     Going through ``distribute_datasets_from_function`` keeps tf.distribute from sharding or rebatching
     it again: the worker's stream is already its share of each global batch.
     """
-    import tensorflow as tf
-
     def dataset_fn(context: tf.distribute.InputContext):
         if (context.input_pipeline_id, context.num_input_pipelines) != (role.index, role.count):
             raise RuntimeError(f"tf.distribute numbers this input pipeline {context.input_pipeline_id} of "
@@ -150,8 +147,6 @@ def broadcast_from_chief(strategy, role: WorkerRole, value) -> np.ndarray:
 
 def _sum_over_workers(strategy, mine: np.ndarray) -> np.ndarray:
     """The sum of every worker's ``mine`` (each worker's first replica contributes it, the others zeros)."""
-    import tensorflow as tf
-
     zeros = np.zeros(mine.shape, mine.dtype)
     per_replica = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(mine if ctx.replica_id_in_sync_group % _local_replicas(strategy) == 0 else zeros))

@@ -13,6 +13,11 @@ import contextlib
 from pathlib import Path
 from typing import Optional
 
+import keras
+import tensorflow as tf
+
+from rtmdet_keras.models import build_model
+
 
 def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16; Linux' ``/proc/cpuinfo``)."""
@@ -26,8 +31,6 @@ def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def mixed_policy_name(gpus: Optional[int] = None, cpu_bf16: Optional[bool] = None) -> Optional[str]:
     """``mixed_float16`` with a GPU, ``mixed_bfloat16`` on a CPU with bfloat16 instructions, else None."""
     if gpus is None:
-        import tensorflow as tf
-
         gpus = len(tf.config.list_physical_devices("GPU"))
     if gpus:
         return "mixed_float16"
@@ -39,8 +42,6 @@ def mixed_policy_name(gpus: Optional[int] = None, cpu_bf16: Optional[bool] = Non
 @contextlib.contextmanager
 def dtype_policy(name: Optional[str]):
     """Keras' global dtype policy ``name`` for the block (None: leave it), restored afterwards."""
-    import keras
-
     if name is None:
         yield
         return
@@ -54,7 +55,5 @@ def dtype_policy(name: Optional[str]):
 
 def float32_twin(cfg):
     """A float32 network of ``cfg`` (what the run saves), built whatever the global policy."""
-    from rtmdet_keras.models import build_model
-
     with dtype_policy("float32"):
         return build_model(cfg)

@@ -27,8 +27,7 @@ from rtmdet_keras.data.check import format_report
 from rtmdet_keras.data.pipeline import build_stage_pipelines, training_pool
 from rtmdet_keras.models import build_model
 from rtmdet_keras.training.callbacks import (
-    CocoEarlyStopping, CocoEvalCallback, ContinuousCallbacks, EpochClock, LearningRateLogger, NanGuard, ResultsCSV,
-    TensorBoardWriter,
+    CocoEarlyStopping, CocoEvalCallback, ContinuousCallbacks, LearningRateLogger, NanGuard, TensorBoardWriter,
 )
 from rtmdet_keras.training.checkpoint import (
     CheckpointCallback, latest_checkpoint, restore_training_state, run_checkpoints,
@@ -40,6 +39,7 @@ from rtmdet_keras.training.distribute import (
 )
 from rtmdet_keras.training.ema import ExpMomentumEMA
 from rtmdet_keras.training.precision import dtype_policy, float32_twin, mixed_policy_name
+from rtmdet_keras.training.results import EpochClock, ResultsCSV
 from rtmdet_keras.training.schedule import lr_key, scaled_lr, training_schedule
 from rtmdet_keras.training.workdir import RunLog, WorkDirError, choose_work_dir, load_resumable_state
 

@@ -1,12 +1,11 @@
-"""The run-level callbacks: Keras callbacks across two fit calls, early stopping on the COCO mAP,
-results.csv rows of a resumed run."""
+"""The run-level callbacks: Keras callbacks across two fit calls, early stopping on the COCO mAP."""
 
 import csv
 
 import keras
 import numpy as np
 
-from rtmdet_keras.training.callbacks import CocoEarlyStopping, ContinuousCallbacks, EpochClock, ResultsCSV
+from rtmdet_keras.training.callbacks import CocoEarlyStopping, ContinuousCallbacks
 
 
 def _frozen_model():
@@ -68,20 +67,3 @@ def test_coco_early_stopping_counts_epochs_since_the_best_at_evaluations():
     resumed.set_model(_Model())
     resumed.on_epoch_end(34, {"val_bbox_mAP": 0.25})
     assert resumed.model.stop_training and resumed.stopped_epoch == 35
-
-
-def test_resumed_results_csv_drops_the_epochs_that_run_again(tmp_path):
-    path = tmp_path / "results.csv"
-    first = ResultsCSV(path, EpochClock(), images_per_epoch=24, stage1_epochs=2)
-    for epoch in range(4):
-        first.on_epoch_end(epoch, {"loss": 1.0, "lr": 0.01})
-    with open(path, newline="") as f:
-        wall_2 = float(list(csv.DictReader(f))[1]["wall_seconds"])
-    # Killed after epoch 4 with the newest checkpoint at epoch 2: epochs 3 and 4 run again.
-    resumed = ResultsCSV(path, EpochClock(), images_per_epoch=24, stage1_epochs=2, resume_after=2)
-    resumed.on_epoch_end(2, {"loss": 0.5, "lr": 0.001, "loss_cls": 0.2, "loss_bbox": 0.3})
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["epoch"], r["stage"], r["loss"]) for r in rows] == [("1", "1", "1"), ("2", "1", "1"), ("3", "2", "0.5")]
-    assert rows[2]["bbox_mAP"] == "" and rows[2]["loss_cls"] == "0.2"  # not evaluated: the COCO cells are empty
-    assert float(rows[2]["wall_seconds"]) >= wall_2  # the wall time goes on from the first session's
