@@ -28,7 +28,7 @@ COMMANDS = {
     "evaluate": ("rtmdet_keras.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
     "export": ("rtmdet_keras.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
     "predict": ("rtmdet_keras.predict", "predict_command", "Draw detections on images."),
-    "qat": ("rtmdet_keras.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
+    "qat": ("rtmdet_keras.commands.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
     "convert-checkpoint": ("rtmdet_keras.checkpoint_convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
 }
 
