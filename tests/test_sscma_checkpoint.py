@@ -396,6 +396,6 @@ def test_seed_commands_on_an_sscma_nano_checkpoint(demo_dataset, tmp_path):
                tmp_path)
     assert "Average Precision" in out
 
-    # The third command, qat, runs on such a checkpoint in tests/test_qat.py (its one QAT run takes its
+    # The third command, qat, runs on such a checkpoint in tests/qat/test_qat.py (its one QAT run takes its
     # float model as a converted SSCMA epoch_50 under SSCMA's config name): a second QAT run here would
     # add minutes to CI.

@@ -34,8 +34,8 @@ def _cache_keras_skipsets() -> None:
     ``Layer`` to list its attributes: about 40 % of a ``.keras`` save of nano (the best model is saved
     at each new best during training). Store the sets under the key it reads; harmless once fixed."""
     try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving import saving_lib
+        from keras.src.backend.common import global_state  # private Keras modules: inside the ImportError guard
+        from keras.src.saving import saving_lib  # (another Keras layout may not have them)
     except ImportError:  # pragma: no cover - another Keras layout
         return
     for kind in ("Layer", "Functional", "Operation"):
@@ -54,8 +54,18 @@ def _variables_of(optimizer):
     return list(optimizer.variables)
 
 
+def _weight_path(variable) -> str:
+    """A Keras 3 variable's ``path``; a tf_keras (QAT) variable's ``name``."""
+    return getattr(variable, "path", None) or variable.name
+
+
+def _is_built(optimizer) -> bool:
+    return bool(getattr(optimizer, "built", getattr(optimizer, "_built", False)))  # Keras 3 / tf_keras
+
+
 def save_training_state(path, model: keras.Model, optimizer, ema=None, meta: Optional[dict] = None) -> None:
-    """Write the training state to ``path`` (``.npz``) atomically."""
+    """Write the training state to ``path`` (``.npz``) atomically. ``model`` and ``optimizer`` may also
+    be tf_keras ones (QAT's quantised network and its optimiser)."""
     arrays = {}
     for i, v in enumerate(model.weights):
         arrays[f"model/{i:05d}"] = np.asarray(v)
@@ -63,7 +73,7 @@ def save_training_state(path, model: keras.Model, optimizer, ema=None, meta: Opt
         arrays[f"optimizer/{i:05d}"] = np.asarray(v)
     meta = dict(meta or {})
     meta["num_model_weights"] = len(model.weights)
-    meta["model_weight_paths"] = [v.path for v in model.weights]
+    meta["model_weight_paths"] = [_weight_path(v) for v in model.weights]
     meta["num_optimizer_variables"] = len(_variables_of(optimizer))
     if ema is not None:
         state = ema.get_state()
@@ -95,18 +105,25 @@ def load_training_state(path) -> dict:
     return {"meta": meta, **groups}
 
 
-def restore_training_state(state: dict, model: keras.Model, optimizer, ema=None, source="checkpoint") -> dict:
-    """Put a loaded state back into the model, the optimiser (built here if needed) and the EMA."""
-    if len(state["model"]) != len(model.weights):
-        raise RuntimeError(f"{source}: it holds {len(state['model'])} weight tensors but this model has "
-                           f"{len(model.weights)}: was it written for another config (preset, num_classes)?")
-    for v, w in zip(model.weights, state["model"]):
-        if tuple(v.shape) != tuple(w.shape):
-            raise RuntimeError(f"{source}: weight {v.path} has shape {tuple(w.shape)} in the checkpoint but "
-                               f"{tuple(v.shape)} in the model: was it written for another config?")
+def assign_weights(variables, values, source="checkpoint") -> None:
+    """Assign saved ``values`` to ``variables`` in order, after checking their number and shapes."""
+    if len(values) != len(variables):
+        raise RuntimeError(f"{source}: it holds {len(values)} weight tensors but this model has "
+                           f"{len(variables)}: was it written for another config (preset, num_classes)?")
+    for v, w in zip(variables, values):
+        if tuple(v.shape) != tuple(np.shape(w)):
+            raise RuntimeError(f"{source}: weight {_weight_path(v)} has shape {tuple(np.shape(w))} in the checkpoint "
+                               f"but {tuple(v.shape)} in the model: was it written for another config?")
         v.assign(w)
-    if not optimizer.built:
-        optimizer.build(model.trainable_variables)
+
+
+def restore_training_state(state: dict, model: keras.Model, optimizer, ema=None, source="checkpoint",
+                           trainable_variables=None) -> dict:
+    """Put a loaded state back into the model, the optimiser (built here if needed, for
+    ``trainable_variables``, default the model's) and the EMA."""
+    assign_weights(model.weights, state["model"], source)
+    if not _is_built(optimizer):
+        optimizer.build(model.trainable_variables if trainable_variables is None else trainable_variables)
     variables = _variables_of(optimizer)
     if len(variables) != len(state["optimizer"]):
         raise RuntimeError(f"{source}: optimiser state has {len(state['optimizer'])} variables, expected "
@@ -163,11 +180,14 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     ``state_fn()`` returns extra metadata to store (e.g. the best metric so far); ``ema`` is the
     :class:`~rtmdet_keras.training.ema.ExpMomentumEMA` whose averaged weights are stored beside the
-    raw ones.
+    raw ones; ``network``, when given, is the model whose weights are stored instead of the fitted
+    model's (QAT stores its quantised network, not the tf_keras detector around it).
     """
 
-    def __init__(self, work_dir, interval=1, max_keep=3, ema=None, last_epoch=None, state_fn=None, own=()):
+    def __init__(self, work_dir, interval=1, max_keep=3, ema=None, last_epoch=None, state_fn=None, own=(),
+                 network=None):
         super().__init__()
+        self.network = network
         self.work_dir = Path(work_dir)
         self.interval = max(int(interval), 1)
         self.max_keep = int(max_keep)
@@ -185,7 +205,8 @@ class CheckpointCallback(keras.callbacks.Callback):
             meta.update(self.state_fn())
         name = f"epoch_{done}.ckpt.npz"
         path = self.work_dir / name
-        save_training_state(path, self.model, self.model.optimizer, self.ema, meta)
+        save_training_state(path, self.network if self.network is not None else self.model, self.model.optimizer,
+                            self.ema, meta)
         atomic_write(self.work_dir / LAST_POINTER, lambda tmp: Path(tmp).write_text(name + "\n"))
         self.written = [p for p in self.written if p != path] + [path]
         if self.max_keep > 0:

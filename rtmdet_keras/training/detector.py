@@ -1,7 +1,8 @@
 """The trainable detector: the functional network plus RTMDet's assigner and losses in ``compute_loss``.
 
 ``model.fit`` is not replaced: Keras calls the network, then ``compute_loss`` decodes the outputs,
-runs :class:`DynamicSoftLabelAssigner` and the losses, and reports ``loss_cls`` / ``loss_bbox`` next
+runs :class:`DynamicSoftLabelAssigner` and the losses (:func:`~rtmdet_keras.training.losses.detection_losses`,
+the wiring QAT's detector shares), and reports ``loss_cls`` / ``loss_bbox`` next
 to ``loss`` in the progress bar.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
+from rtmdet_keras.boxes import make_priors
 from rtmdet_keras.postprocess import EvalBatchCache, decode_and_nms, detections_for_dataset
 from rtmdet_keras.training.assigner import DynamicSoftLabelAssigner
-from rtmdet_keras.training.losses import rtmdet_loss
+from rtmdet_keras.training.losses import detection_losses
 
 
 class RTMDetDetector(keras.Model):
@@ -26,11 +27,8 @@ class RTMDetDetector(keras.Model):
     def __init__(self, network, cfg, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        self._cfg = cfg  # the loss settings detection_losses reads
         self.num_classes = int(cfg.num_classes)
-        self.exp_on_reg = bool(cfg.model.exp_on_reg)
-        self.cls_weight = float(cfg.loss.cls_weight)
-        self.box_weight = float(cfg.loss.box_weight)
-        self.qfl_beta = float(cfg.loss.qfl_beta)
         h, w = cfg.imgsz
         self.priors = make_priors(h, w, cfg.model.strides)
         self.assigner = DynamicSoftLabelAssigner(
@@ -95,16 +93,7 @@ class RTMDetDetector(keras.Model):
             self.cls_loss_tracker, self.box_loss_tracker]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        cls_logits = tf.cast(flatten_levels(y_pred, prefix="cls"), tf.float32)
-        pred_boxes = decode_predictions(y_pred, self.priors, self.exp_on_reg)
-        gt_boxes = tf.cast(y["boxes"], tf.float32)
-        gt_labels = tf.cast(y["labels"], tf.int32)
-        assigned = self.assigner(cls_logits, pred_boxes, self.priors, gt_boxes, gt_labels)
-        loss_cls, loss_box = rtmdet_loss(
-            cls_logits, pred_boxes, assigned, num_classes=self.num_classes, beta=self.qfl_beta,
-        )
-        loss_cls = self.cls_weight * loss_cls
-        loss_box = self.box_weight * loss_box
+        loss_cls, loss_box = detection_losses(y_pred, y, self.priors, self._cfg, assign=self.assigner)
         self.cls_loss_tracker.update_state(loss_cls)
         self.box_loss_tracker.update_state(loss_box)
         # Keras sums gradients over replicas: each replica contributes its share of the global mean.

@@ -12,10 +12,13 @@ normaliser is applied afterwards). keras-cv's ``GIoULoss`` is not used: it is wr
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
-from rtmdet_keras.boxes import EPS, aligned_giou
+from rtmdet_keras.boxes import EPS, aligned_giou, decode_predictions, flatten_levels
+from rtmdet_keras.training.assigner import dynamic_soft_label_assign
 
 
 def quality_focal_loss(logits, soft_targets, beta: float = 2.0):
@@ -89,6 +92,33 @@ def rtmdet_loss(
     return cls_weight * loss_cls, box_weight * loss_box
 
 
+def detection_losses(outputs, targets, priors, cfg, assign=None):
+    """RTMDet's weighted ``(loss_cls, loss_box)`` for a batch: the one loss wiring of both detectors
+    (:class:`~rtmdet_keras.training.detector.RTMDetDetector` and QAT's tf_keras ``QATDetector``).
+
+    Flattens the class logits, decodes the boxes, runs the assigner (no gradient) and
+    :func:`rtmdet_loss` with the ``cfg.loss`` weights, in plain TensorFlow.
+
+    Args:
+        outputs: the network's dict ``{"cls_pX": [B, h, w, C], "reg_pX": [B, h, w, 4]}``.
+        targets: ``{"boxes": float32 [B, N, 4] xyxy pixels, "labels": int32 [B, N]}``, label -1 = padding.
+        priors: ``[P, 3]`` from :func:`rtmdet_keras.boxes.make_priors`.
+        assign: ``assign(cls_logits, pred_boxes, priors, gt_boxes, gt_labels) -> dict`` (e.g. a
+            :class:`~rtmdet_keras.training.assigner.DynamicSoftLabelAssigner` layer); default
+            :func:`~rtmdet_keras.training.assigner.dynamic_soft_label_assign` with ``cfg.assigner``'s settings.
+    """
+    if assign is None:
+        a = cfg.assigner
+        assign = functools.partial(dynamic_soft_label_assign, topk=a.topk, iou_weight=a.iou_weight,
+                                   soft_center_radius=a.soft_center_radius, class_cost=a.class_cost)
+    cls_logits = tf.cast(flatten_levels(outputs, prefix="cls"), tf.float32)
+    pred_boxes = decode_predictions(outputs, priors, cfg.model.exp_on_reg)
+    assigned = assign(cls_logits, pred_boxes, priors, tf.cast(targets["boxes"], tf.float32),
+                      tf.cast(targets["labels"], tf.int32))
+    return rtmdet_loss(cls_logits, pred_boxes, assigned, num_classes=int(cfg.num_classes), beta=cfg.loss.qfl_beta,
+                       cls_weight=cfg.loss.cls_weight, box_weight=cfg.loss.box_weight)
+
+
 class QualityFocalLoss(keras.losses.Loss):
     """QFL as a Keras loss. ``y_true``: soft targets ``[B, P, C]`` (:func:`qfl_targets`);
     ``y_pred``: logits ``[B, P, C]``. ``call`` returns the per-prior sum over classes ``[B, P]``;
@@ -127,6 +157,7 @@ __all__ = [
     "giou_loss",
     "loss_normalizer",
     "rtmdet_loss",
+    "detection_losses",
     "QualityFocalLoss",
     "GIoULoss",
 ]

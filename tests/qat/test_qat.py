@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,8 +40,8 @@ def _checks_without_training(net, control, images):
     """Calibration, observe/frozen modes and BatchNorm freezing on a QAT network."""
     import tensorflow as tf
 
-    from rtmdet_keras import qat_configs as qc
-    from rtmdet_keras.qat import calibrate_ranges, refresh_weight_ranges
+    from rtmdet_keras.qat import configs as qc
+    from rtmdet_keras.qat.network import calibrate_ranges, refresh_weight_ranges
 
     norm = net.get_layer("quant_normalize")
     rng = lambda: [float(norm._output_quantizer_vars[k].numpy()) for k in ("min_var", "max_var")]  # noqa: E731
@@ -106,10 +106,10 @@ def _worker(data_root, work_dir, out_json):
                        print_fn=lines.append)
     del float_net
 
-    from rtmdet_keras.qat import (
-        build_qat_network, build_qat_optimizer, load_qat_network, qat, qat_classes, quantization_plan,
-        refresh_weight_ranges, restore_qat_state,
-    )
+    from rtmdet_keras.qat.fit import QATDetector, build_qat_optimizer, restore_qat_state
+    from rtmdet_keras.qat.network import build_qat_network, load_qat_network, refresh_weight_ranges
+    from rtmdet_keras.qat.plan import quantization_plan
+    from rtmdet_keras.qat.run import qat
 
     result = {}
     summary = qat(qat_cfg, float_path, work_dir=work_dir / "qat", baselines=False, verbose=0, print_fn=lines.append)
@@ -140,7 +140,7 @@ def _worker(data_root, work_dir, out_json):
     before = [w.numpy().copy() for w in net.weights]
     for w in net.weights:
         w.assign(np.zeros(w.shape, w.dtype.as_numpy_dtype))
-    detector = qat_classes().QATDetector(net, cfg)
+    detector = QATDetector(net, cfg)
     optimizer = build_qat_optimizer(cfg, detector, 3)
     meta = restore_qat_state(work_dir / "qat" / "epoch_1.ckpt.npz", net, optimizer, detector.trainable_variables)
     refresh_weight_ranges(net)
@@ -166,7 +166,7 @@ def _worker(data_root, work_dir, out_json):
 def qat_run(demo_dataset, tmp_path_factory):
     work = tmp_path_factory.mktemp("qat")
     out = work / "result.json"
-    code = f"import tests.test_qat as t; t._worker({str(demo_dataset)!r}, {str(work)!r}, {str(out)!r})"
+    code = f"import tests.qat.test_qat as t; t._worker({str(demo_dataset)!r}, {str(work)!r}, {str(out)!r})"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
@@ -280,7 +280,7 @@ def test_importing_qat_does_not_import_tfmot():
 
 def test_max_epochs_on_the_command_line_means_qat_epochs():
     from rtmdet_keras import load_config
-    from rtmdet_keras.qat import _qat_epochs_from_options
+    from rtmdet_keras.qat.settings import _qat_epochs_from_options
 
     opts = ["max_epochs=7"]
     cfg = load_config("nano", opts)

@@ -1,11 +1,11 @@
 """tfmot pieces for RTMDet's quantization-aware training: QuantizeConfigs, quantizers, range controls.
 
 **Importing this module imports tensorflow_model_optimization**, which sets ``TF_USE_LEGACY_KERAS=1``
-(``tf.keras`` is tf_keras, not Keras 3, for the rest of the process). Only :mod:`rtmdet_keras.qat` imports
-it, inside its functions, never at module import time.
+(``tf.keras`` is tf_keras, not Keras 3, for the rest of the process). Only the :mod:`rtmdet_keras.qat`
+package imports it (and ``import rtmdet_keras.qat`` alone does not).
 
 What tfmot 0.8.1's default 8-bit scheme does with the twin, and what this module adds
-(see :func:`rtmdet_keras.qat.quantization_plan` for the per-layer table of a built network):
+(see :func:`rtmdet_keras.qat.plan.quantization_plan` for the per-layer table of a built network):
 
 * covered by the default registry and transforms: ``Conv2D`` (per-channel symmetric int8 kernel),
   ``Conv2D``/``DepthwiseConv2D`` + ``BatchNormalization`` (+ ``ReLU``/``relu6``/SiLU): no fake quant
@@ -272,7 +272,7 @@ class ControlledRangeQuantizer(Quantizer):
 
 class FixedRangeQuantizer(Quantizer):
     """Fake quant with the range stored in the layer's min/max variables, never updated (the input
-    image: :data:`IMAGE_RANGE`, set by :func:`rtmdet_keras.qat.quantize_network`)."""
+    image: :data:`IMAGE_RANGE`, set by :func:`rtmdet_keras.qat.network.quantize_network`)."""
 
     def __init__(self, inner):
         self.inner = inner
