@@ -3,7 +3,7 @@
 ``python scripts/benchmark.py train [--config nano.yaml] [--data datasets/demo] [--imgsz 192] [--batch 32]
 [--steps 30] [--cases const,pipeline,train,yolo] [--stages 1 2] [--opt key=value ...]``
 
-The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.train`` builds them. Cases:
+The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.training.run`` builds them. Cases:
 
 - ``const``: ``fit`` on one batch of the stage's pipeline, repeated (network + assigner + losses + AdamW);
 - ``pipeline``: ``fit`` on the real augmentation pipeline, no callbacks, no progress bar;
