@@ -46,7 +46,7 @@ class CocoResult:
     metrics: Dict[str, float]  # METRIC_NAMES -> value (COCO's -1 where undefined)
     summary: str  # pycocotools' 12-line summary, verbatim
     per_class: List[dict]  # [{"class", "ap", "ap50", "ap75", "gts", "dets"}]
-    # Set by rtmdet_keras.evaluate.evaluate: precision / recall / confusion matrix at one score
+    # Set by rtmdet_keras.runtime.evaluate.evaluate: precision / recall / confusion matrix at one score
     # threshold (rtmdet_keras.operating_point.OperatingPoint) and the plots written, name -> path.
     operating_point: Optional[object] = None
     plots: Dict[str, object] = field(default_factory=dict)

@@ -34,8 +34,10 @@ def main(argv=None):
 
     mark("import tensorflow")
     from rtmdet_keras import export as E
-    from rtmdet_keras.evaluate import command_config_and_model, load_network
-    from rtmdet_keras.tflite_runtime import TFLiteDetector, graph_summary, op_report
+    from rtmdet_keras.commands.common import command_config_and_model
+    from rtmdet_keras.export.mcu import graph_summary, op_report
+    from rtmdet_keras.runtime.loading import load_network
+    from rtmdet_keras.runtime.tflite import TFLiteDetector
 
     cfg, path = command_config_and_model([args.checkpoint], None, args.cfg_options)
     network = load_network(cfg, path)
@@ -46,7 +48,7 @@ def main(argv=None):
         saved = E.write_saved_model(network, cfg, os.path.join(tmp, "sm"))
         mark("SavedModel (2 signatures)")
         if args.calibrator == "fast":
-            from rtmdet_keras.calibration import FastCalibrator as cls
+            from rtmdet_keras.export.calibration import FastCalibrator as cls
         else:
             from tensorflow.lite.python.optimize.calibrator import Calibrator as cls
         real = cls.calibrate
