@@ -4,12 +4,11 @@ int8 model equals the one TFLite's own calibrator gives, and the converter reall
 import numpy as np
 import pytest
 
-from rtmdet_keras import calibration
-from rtmdet_keras.export.calibration import (
-    calibrated_tensors, collect_ranges, fast_calibration, read_ranges, write_ranges,
-)
 from rtmdet_keras.config import load_config
-from rtmdet_keras.export.calibration import pin_input_range
+from rtmdet_keras.export import calibration
+from rtmdet_keras.export.calibration import (
+    calibrated_tensors, collect_ranges, fast_calibration, pin_input_range, read_ranges, write_ranges,
+)
 from rtmdet_keras.export.convert import TFLITE_SIGNATURE, convert_saved_model, write_saved_model
 from tests.export.export_check import standin_network, synthetic_images
 
