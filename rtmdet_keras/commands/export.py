@@ -1,4 +1,4 @@
-"""``rtmdet export`` / ``python -m rtmdet_keras.export``: a checkpoint to TFLite (float32, float16, int8) and a SavedModel.
+"""``rtmdet export`` / ``python -m rtmdet_keras.export``: a checkpoint to TFLite and a SavedModel.
 
 ``python -m rtmdet_keras.export configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras --int8``
 
