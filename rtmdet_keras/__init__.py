@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": ("rtmdet_keras.models", "build_model"),
     "train": ("rtmdet_keras.training.run", "train"),
-    "export_tflite": ("rtmdet_keras.export", "export_tflite"),
-    "evaluate": ("rtmdet_keras.evaluate", "evaluate"),
+    "export_tflite": ("rtmdet_keras.export.convert", "export_tflite"),
+    "evaluate": ("rtmdet_keras.runtime.evaluate", "evaluate"),
     "RTMDetDetector": ("rtmdet_keras.training.detector", "RTMDetDetector"),
 }
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 # Order of COCOeval.stats, with the names mmdetection logs them under.
 METRIC_NAMES = [
@@ -44,7 +46,7 @@ class CocoResult:
     metrics: Dict[str, float]  # METRIC_NAMES -> value (COCO's -1 where undefined)
     summary: str  # pycocotools' 12-line summary, verbatim
     per_class: List[dict]  # [{"class", "ap", "ap50", "ap75", "gts", "dets"}]
-    # Set by rtmdet_keras.evaluate.evaluate: precision / recall / confusion matrix at one score
+    # Set by rtmdet_keras.runtime.evaluate.evaluate: precision / recall / confusion matrix at one score
     # threshold (rtmdet_keras.operating_point.OperatingPoint) and the plots written, name -> path.
     operating_point: Optional[object] = None
     plots: Dict[str, object] = field(default_factory=dict)
@@ -155,8 +157,6 @@ def _match_image(self, imgId, catId, aRng, maxDet):
 
 def make_cocoeval(gt, dt):
     """``COCOeval(gt, dt, "bbox")`` whose per-image matching is :func:`_match_image`."""
-    from pycocotools.cocoeval import COCOeval
-
     ev = COCOeval(gt, dt, "bbox")
     ev.evaluateImg = _match_image.__get__(ev)
     return ev
@@ -166,8 +166,6 @@ def _results_to_coco(gt, results: List[dict]):
     """The COCO object ``gt.loadRes(results)`` builds for bbox results (area ``w * h``, ids from 1,
     ``iscrowd`` 0), without the per-box segmentation polygon it adds and COCOeval's bbox mode never
     reads: half the time of an evaluation with 300 boxes an image."""
-    from pycocotools.coco import COCO
-
     known = set(gt.getImgIds())
     unknown = {r["image_id"] for r in results} - known
     if unknown:
@@ -192,8 +190,6 @@ def evaluate_detections(dataset, detections: Detections) -> CocoResult:
 
     Images of the data set with no entry in ``detections`` count as images with no detections.
     """
-    from pycocotools.coco import COCO
-
     gt = COCO()
     gt.dataset = build_coco_ground_truth(dataset)
     with contextlib.redirect_stdout(io.StringIO()):

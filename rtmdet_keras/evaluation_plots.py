@@ -13,6 +13,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from rtmdet_keras.operating_point import pr_curves
+
 DPI = 100
 PR_FIGSIZE = (8.0, 6.0)  # inches; 800 x 600 pixels at DPI
 PR_CURVE_FILE = "pr_curve.png"
@@ -32,8 +34,8 @@ def figure_pixels(figsize) -> tuple:
 
 def _figure(figsize):
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only when a picture is drawn
+        from matplotlib.figure import Figure  # lazy: only when a picture is drawn
     except ImportError:
         raise RuntimeError("the evaluation plots need matplotlib: pip install matplotlib "
                            "(or evaluate with --no-plots)") from None
@@ -46,8 +48,6 @@ def plot_pr_curves(point, path, ap50: Optional[Dict[str, float]] = None) -> Path
     """Write one precision-recall curve per class (the upper envelope, as COCO's AP integrates it)
     with a dot where the chosen score threshold puts each class; ``ap50`` (class -> COCO AP50)
     goes into the legend."""
-    from rtmdet_keras.operating_point import pr_curves
-
     fig = _figure(PR_FIGSIZE)
     ax = fig.add_subplot()
     for name, (scores, precision, recall) in pr_curves(point).items():

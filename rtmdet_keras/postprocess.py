@@ -1,16 +1,24 @@
-"""Decode + NMS: the one path from network outputs to detections.
+"""Decode + NMS: the one path from network outputs to detections, and the one predictor loop around it.
 
 Training-time evaluation, ``rtmdet evaluate`` (Keras or TFLite), the export self-check and
 ``rtmdet predict`` all call :func:`decode_and_nms`, so a model scores the same wherever it runs.
 Boxes are xyxy pixels of the network input (the letterboxed image); the evaluation pipeline's
 ``boxes_to_original`` maps them back to the source image.
+
+The predictors: :func:`make_dataset_predictor` (a Keras network, as training evaluates it) and
+:func:`make_runner_predictor` (any runner of :mod:`rtmdet_keras.runtime.runners`) both run
+:func:`detections_for_dataset`; ``rtmdet predict`` runs :func:`runner_step` image by image. Every
+consumer reads one image's detections with :func:`image_detections`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
+from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
+from rtmdet_keras.evaluation import Detections
 
 
 def decode_outputs(outputs: dict, cfg):
@@ -52,22 +60,70 @@ def detections_for_dataset(step, dataset, cfg, batch_size: int = 16, batches=Non
     pixels) over the evaluation transform of ``dataset`` and return
     :class:`~rtmdet_keras.evaluation.Detections` in original-image pixels. ``batches``: the
     evaluation pipeline's ``(images, meta)`` batches already at hand (see :class:`EvalBatchCache`)."""
-    import numpy as np
-
-    from rtmdet_keras.data.pipeline import boxes_to_original, build_eval_pipeline
-    from rtmdet_keras.evaluation import Detections
-
     detections = Detections()
     if batches is None:
         batches = build_eval_pipeline(dataset, cfg, batch_size)
     for images, meta in batches:
-        boxes, scores, labels, valid = (np.asarray(t) for t in step(images))
-        for i in range(len(valid)):
-            n = int(valid[i])
-            orig = boxes_to_original(boxes[i, :n], float(meta["scale"][i]),
-                                     (int(meta["height"][i]), int(meta["width"][i])))
-            detections.add(int(meta["image_id"][i]), orig, scores[i, :n], labels[i, :n])
+        batch = tuple(np.asarray(t) for t in step(images))
+        for i in range(len(batch[3])):
+            boxes, scores, labels = image_detections(batch, i)
+            orig = boxes_to_original(boxes, float(meta["scale"][i]), (int(meta["height"][i]), int(meta["width"][i])))
+            detections.add(int(meta["image_id"][i]), orig, scores, labels)
     return detections
+
+
+def image_detections(batch, i: int, score_thr=None):
+    """``(boxes, scores, labels)`` of image ``i`` of NMS'd detections ``(boxes, scores, labels, num_valid)``
+    (NumPy): its ``num_valid`` rows, those scoring at least ``score_thr`` when given."""
+    boxes, scores, labels, valid = batch
+    n = int(valid[i])
+    boxes, scores, labels = boxes[i, :n], scores[i, :n], labels[i, :n]
+    if score_thr is None:
+        return boxes, scores, labels
+    keep = scores >= score_thr
+    return boxes[keep], scores[keep], labels[keep]
+
+
+def make_nms(cfg):
+    """``nms(outputs) -> (boxes, scores, labels, num_valid)`` as NumPy: :func:`decode_and_nms` of network
+    outputs given as NumPy arrays (a runner's), traced once per input shape."""
+
+    @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code: nothing to convert
+    def nms(outputs):
+        return decode_and_nms(outputs, cfg)
+
+    return lambda outputs: tuple(np.asarray(t) for t in nms({k: tf.constant(v) for k, v in outputs.items()}))
+
+
+def runner_step(runner, cfg):
+    """``step(images uint8 [B, H, W, 3]) -> NMS'd detections`` (NumPy, input pixels) of a runner
+    (:func:`rtmdet_keras.runtime.runners.load_model_runner`: images -> network outputs)."""
+    nms = make_nms(cfg)
+    return lambda images: nms(runner(np.asarray(images)))
+
+
+def make_runner_predictor(runner, cfg, batch_size: int = 16):
+    """``predict(dataset) -> Detections`` for any runner, exactly as :func:`make_dataset_predictor` does
+    for a Keras network."""
+    step = runner_step(runner, cfg)
+    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size)
+
+
+def make_dataset_predictor(network, cfg, batch_size: int = 16):
+    """Returns ``predict(dataset) -> Detections`` (original-image pixels) using the evaluation
+    transform, the network and :func:`decode_and_nms`. The transformed split is kept in memory
+    between calls when it is small (:class:`EvalBatchCache`): training evaluates it many times."""
+
+    h, w = (int(v) for v in cfg.imgsz)
+
+    # One trace for every batch size (the last batch of a split is usually partial).
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
+    def step(images):
+        outputs = network(tf.cast(images, tf.float32), training=False)
+        return decode_and_nms(outputs, cfg)
+
+    cache = EvalBatchCache(cfg, batch_size)
+    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size, batches=cache(dataset))
 
 
 class EvalBatchCache:
@@ -85,8 +141,6 @@ class EvalBatchCache:
 
     def __call__(self, dataset):
         """The batches of ``dataset``: a list when cached, else the streaming pipeline (None)."""
-        from rtmdet_keras.data.pipeline import build_eval_pipeline
-
         if self._dataset is dataset:
             return self._batches
         if not self.fits(dataset):

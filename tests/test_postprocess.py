@@ -88,8 +88,7 @@ def test_eval_batch_cache_keeps_small_splits_and_gives_the_same_detections(demo_
     from rtmdet_keras.data import load_split
     from rtmdet_keras.data.pipeline import build_eval_pipeline
     from rtmdet_keras.models import build_model
-    from rtmdet_keras.postprocess import EvalBatchCache, detections_for_dataset
-    from rtmdet_keras.training.detector import make_dataset_predictor
+    from rtmdet_keras.postprocess import EvalBatchCache, detections_for_dataset, make_dataset_predictor
 
     demo_config.imgsz = (64, 64)
     val = load_split(demo_config, "val")

@@ -254,7 +254,7 @@ def test_sscma_config_names_resolve_to_presets_with_a_note():
 def test_commands_take_sscma_config_names_and_refuse_unknown_keys(tmp_path):
     from click.testing import CliRunner
 
-    from rtmdet_keras.export import export_command
+    from rtmdet_keras.commands.export import export_command
 
     missing = tmp_path / "epoch_50.pth"
     missing.write_bytes(b"x")
@@ -267,7 +267,7 @@ def test_commands_take_sscma_config_names_and_refuse_unknown_keys(tmp_path):
 
 
 def test_model_kind_of_pth_and_converted_npz(tmp_path, nano):
-    from rtmdet_keras.evaluate import load_network, model_kind
+    from rtmdet_keras.runtime.loading import load_network, model_kind
 
     sd = sscma_state_dict("rtmdet_nano_8xb32_300e_coco", seed=5)
     cfg = sscma_cfg("rtmdet_nano_8xb32_300e_coco")
@@ -281,7 +281,7 @@ def test_model_kind_of_pth_and_converted_npz(tmp_path, nano):
     net = load_network(cfg, out)
     np.testing.assert_array_equal(net.get_layer("neck.out_convs.1.bn").get_weights()[3],
                                   sd["neck.out_layers.1.bn.running_var"])
-    from rtmdet_keras.evaluate import ModelLoadError
+    from rtmdet_keras.runtime.loading import ModelLoadError
 
     with pytest.raises(ModelLoadError, match=r"rtm_cls\.0/kernel: \[1, 1, 64, 2\] in the checkpoint, \[1, 1, 64, 5\]"):
         load_network(sscma_cfg("rtmdet_nano_8xb32_300e_coco", num_classes=5), out)

@@ -9,8 +9,8 @@ import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.data import DatasetError, ImageReadError
-from rtmdet_keras.evaluate import command_config_and_model
-from rtmdet_keras.export import ExportError
+from rtmdet_keras.commands.common import command_config_and_model
+from rtmdet_keras.runtime.layout import ExportError
 from rtmdet_keras.qat.run import qat
 from rtmdet_keras.qat.settings import QATError, _qat_epochs_from_options
 from rtmdet_keras.training.callbacks import TrainingDiverged

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from rtmdet_keras.evaluate import ModelLoadError, load_network
+from rtmdet_keras.runtime.loading import ModelLoadError, load_network
 from rtmdet_keras.models import build_twin
 from rtmdet_keras.qat import configs as qc
 from rtmdet_keras.qat.plan import WRAPPER_TYPES

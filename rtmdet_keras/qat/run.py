@@ -14,9 +14,11 @@ import tf_keras
 
 from rtmdet_keras.data import load_split
 from rtmdet_keras.data.pipeline import build_train_pipeline
-from rtmdet_keras.evaluate import ModelLoadError, evaluate, load_network
+from rtmdet_keras.runtime.evaluate import evaluate
+from rtmdet_keras.runtime.loading import ModelLoadError, load_network
 from rtmdet_keras.evaluation import evaluate_detections, format_comparison_table
-from rtmdet_keras.export import calibration_images, export_tflite
+from rtmdet_keras.export.calibration import calibration_images
+from rtmdet_keras.export.convert import export_tflite
 from rtmdet_keras.qat import fit
 from rtmdet_keras.qat.network import build_qat_network, calibrate_ranges, refresh_weight_ranges
 from rtmdet_keras.qat.plan import format_quantization_plan, quantization_plan
@@ -24,7 +26,7 @@ from rtmdet_keras.qat.settings import (BEST_WEIGHTS, PLAN_NAME, SUMMARY_NAME, QA
                                        default_qat_dir)
 from rtmdet_keras.training.callbacks import CocoEvalCallback, LearningRateLogger, NanGuard, TensorBoardWriter
 from rtmdet_keras.training.checkpoint import CheckpointCallback, epoch_checkpoints, latest_checkpoint
-from rtmdet_keras.training.detector import make_dataset_predictor
+from rtmdet_keras.postprocess import make_dataset_predictor
 
 
 def _evaluate_network(network, cfg, dataset):

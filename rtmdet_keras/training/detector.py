@@ -174,18 +174,5 @@ def build_optimizer(cfg, learning_rate, network) -> keras.optimizers.Optimizer:
     return optimizer
 
 
-def make_dataset_predictor(network, cfg, batch_size: int = 16):
-    """Returns ``predict(dataset) -> Detections`` (original-image pixels) using the evaluation
-    transform, the network and :func:`decode_and_nms`. The transformed split is kept in memory
-    between calls when it is small (:class:`EvalBatchCache`): training evaluates it many times."""
-
-    h, w = (int(v) for v in cfg.imgsz)
-
-    # One trace for every batch size (the last batch of a split is usually partial).
-    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
-    def step(images):
-        outputs = network(tf.cast(images, tf.float32), training=False)
-        return decode_and_nms(outputs, cfg)
-
-    cache = EvalBatchCache(cfg, batch_size)
-    return lambda dataset: detections_for_dataset(step, dataset, cfg, batch_size, batches=cache(dataset))
+# The predictor moved to the postprocess floor (the one predictor loop); kept importable from here.
+from rtmdet_keras.postprocess import make_dataset_predictor  # noqa: E402,F401

@@ -27,10 +27,10 @@ def main(argv=None) -> int:
 
     from rtmdet_keras.config import load_config
     from rtmdet_keras.data import load_split
-    from rtmdet_keras.evaluate import load_network
     from rtmdet_keras.evaluation import evaluate_detections
+    from rtmdet_keras.postprocess import make_dataset_predictor
+    from rtmdet_keras.runtime.loading import load_network
     from rtmdet_keras.training.checkpoint import epoch_checkpoints
-    from rtmdet_keras.training.detector import make_dataset_predictor
 
     work = Path(args.work_dir)
     cfg = load_config(work / "config.yaml")

@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     from rtmdet_keras.config import load_config
     from rtmdet_keras.data import load_split
     from rtmdet_keras.models import build_model
+    from rtmdet_keras.postprocess import make_dataset_predictor
     from rtmdet_keras.training.callbacks import CocoEvalCallback
-    from rtmdet_keras.training.detector import RTMDetDetector, make_dataset_predictor
+    from rtmdet_keras.training.detector import RTMDetDetector
     from rtmdet_keras.training.ema import ExpMomentumEMA
 
     data = Path(args.data).resolve()

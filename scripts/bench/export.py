@@ -79,7 +79,7 @@ def bench_calibration_time(cases, calibrators, calib, out_dir):
     import json
 
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.export.convert import export_tflite
     from rtmdet_keras.models import build_model
 
     print("| model @ px | calibrator | calib images | int8 export (s) | CPU (s) | SavedModel (s) | conversion (s) |\n"
@@ -144,7 +144,7 @@ def bench_cases(cases, runs, calib, out_dir, time_only=False, calibrator="fast")
         size = int(size)
         row = {"case": f"{preset} @ {size}"}
         if not time_only:
-            from rtmdet_keras.export import export_tflite
+            from rtmdet_keras.export.convert import export_tflite
             from rtmdet_keras.models import build_model
 
             cfg = load_config(preset, [f"imgsz={size}"])
@@ -186,9 +186,13 @@ CASE_HEADER = ("| model @ px | params | export float32 (s) | export int8 (s) (ca
 
 def bench_layouts(cfg, checkpoint, out_dir, layouts):
     from rtmdet_keras.data import load_split
-    from rtmdet_keras.evaluate import evaluate, load_network
-    from rtmdet_keras.export import compare_with_keras, dataset_images, export_tflite
-    from rtmdet_keras.tflite_runtime import TFLiteDetector, op_report
+    from rtmdet_keras.export.calibration import dataset_images
+    from rtmdet_keras.export.check import compare_with_keras
+    from rtmdet_keras.export.convert import export_tflite
+    from rtmdet_keras.export.mcu import op_report
+    from rtmdet_keras.runtime.evaluate import evaluate
+    from rtmdet_keras.runtime.loading import load_network
+    from rtmdet_keras.runtime.tflite import TFLiteDetector
 
     network = load_network(cfg, checkpoint)
     train, val = load_split(cfg, "train"), load_split(cfg, "val")

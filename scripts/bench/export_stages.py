@@ -33,20 +33,24 @@ def main(argv=None):
     import tensorflow  # noqa: F401
 
     mark("import tensorflow")
-    from rtmdet_keras import export as E
-    from rtmdet_keras.evaluate import command_config_and_model, load_network
-    from rtmdet_keras.tflite_runtime import TFLiteDetector, graph_summary, op_report
+    from rtmdet_keras.commands.common import command_config_and_model
+    from rtmdet_keras.export.calibration import calibration_images, load_split_for
+    from rtmdet_keras.export.check import _check_images, compare_with_keras
+    from rtmdet_keras.export.convert import convert_saved_model, write_saved_model
+    from rtmdet_keras.export.mcu import graph_summary, op_report
+    from rtmdet_keras.runtime.loading import load_network
+    from rtmdet_keras.runtime.tflite import TFLiteDetector
 
     cfg, path = command_config_and_model([args.checkpoint], None, args.cfg_options)
     network = load_network(cfg, path)
     mark("load network")
-    calib = E.calibration_images(cfg, E._load_split(cfg, "train", "calibration"))
+    calib = calibration_images(cfg, load_split_for(cfg, "train", "calibration"))
     mark(f"calibration images ({len(calib)})")
     with tempfile.TemporaryDirectory() as tmp:
-        saved = E.write_saved_model(network, cfg, os.path.join(tmp, "sm"))
+        saved = write_saved_model(network, cfg, os.path.join(tmp, "sm"))
         mark("SavedModel (2 signatures)")
         if args.calibrator == "fast":
-            from rtmdet_keras.calibration import FastCalibrator as cls
+            from rtmdet_keras.export.calibration import FastCalibrator as cls
         else:
             from tensorflow.lite.python.optimize.calibrator import Calibrator as cls
         real = cls.calibrate
@@ -59,7 +63,7 @@ def main(argv=None):
 
         cls.calibrate = timed
         try:
-            flat = E.convert_saved_model(saved, "int8", calib, "int8", args.calibrator)
+            flat = convert_saved_model(saved, "int8", calib, "int8", args.calibrator)
         finally:
             cls.calibrate = real
         mark("conversion: quantisation")
@@ -68,9 +72,9 @@ def main(argv=None):
             f.write(flat)
         op_report(graph_summary(tfl))
         mark("op report")
-        images = E._check_images(cfg, None, 8, calib)
+        images = _check_images(cfg, None, 8, calib)
         det = TFLiteDetector(tfl, cfg=cfg)
-        E.compare_with_keras(network, lambda x: det(x, cfg), images, cfg)
+        compare_with_keras(network, lambda x: det(x, cfg), images, cfg)
         mark("self-check (8 images)")
     print("| stage | wall (s) | CPU (s) |\n|---|---|---|")
     for (_, t0, c0), (name, t1, c1) in zip(marks, marks[1:]):

@@ -32,10 +32,10 @@ def main(argv):
     args = ap.parse_args(argv)
 
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.export.convert import export_tflite
     from rtmdet_keras.models import build_model
-    from rtmdet_keras.vela import compile_vela, find_vela
-    from tests.export_check import synthetic_images
+    from rtmdet_keras.export.vela import compile_vela, find_vela
+    from tests.export.export_check import synthetic_images
 
     find_vela()
     accelerators = args.accelerators.split(",")

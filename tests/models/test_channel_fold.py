@@ -10,7 +10,7 @@ from rtmdet_keras.models import build_model
 from rtmdet_keras.models.channel_fold import find_bgr_normalization, fold_channel_reversal, reversal_targets
 from rtmdet_keras.models.layers import InputNormalization
 from tests.models.helpers import randomize_weights
-from tests.export_check import compare_keras_tflite, run_tflite_by_hand, synthetic_images
+from tests.export.export_check import compare_keras_tflite, run_tflite_by_hand, synthetic_images
 
 SIZE = 64
 
@@ -91,8 +91,8 @@ def test_unfoldable_consumer_is_named():
 def test_exported_folded_graph_has_no_gather_and_matches(tmp_path, network, cfg, images):
     """float32 and int8 TFLite of the folded network against the GATHER network (Keras, and its own int8
     export calibrated on the same images)."""
-    from rtmdet_keras.export import export_tflite
-    from rtmdet_keras.tflite_runtime import graph_summary
+    from rtmdet_keras.export.convert import export_tflite
+    from rtmdet_keras.export.mcu import graph_summary
 
     # TFLite's own calibrator, so both graphs get ranges from the same kernels and only the fold differs
     # (the fast calibrator's float rounding moved single outputs by up to 4 steps between the two graphs).

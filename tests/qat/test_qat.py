@@ -79,9 +79,9 @@ def _worker(data_root, work_dir, out_json):
     import keras
 
     from rtmdet_keras.data import load_split
-    from rtmdet_keras.export import dataset_images
+    from rtmdet_keras.export.calibration import dataset_images
     from rtmdet_keras.models import build_model
-    from tests.export_check import compare_keras_tflite
+    from tests.export.export_check import compare_keras_tflite
     from tests.models.helpers import randomize_weights, small_cfg
 
     work_dir = Path(work_dir)
@@ -130,7 +130,7 @@ def _worker(data_root, work_dir, out_json):
     import tensorflow as tf
 
     keras_out = {k: np.asarray(v) for k, v in net(tf.constant(check, tf.float32), training=False).items()}
-    from tests.export_check import run_tflite_by_hand
+    from tests.export.export_check import run_tflite_by_hand
 
     tfl, quant, _ = run_tflite_by_hand(summary["paths"]["qat_int8"], check)
     result["mean_steps"] = {k: float(np.mean(np.abs(keras_out[k] - tfl[k])) / quant[k][0]) for k in tfl}
@@ -191,7 +191,7 @@ def test_qat_on_an_sscma_checkpoint(qat_run):
 
 @pytest.mark.slow
 def test_calibration_sets_the_mean_of_batch_ranges(qat_run, demo_dataset):
-    from rtmdet_keras.export import dataset_images
+    from rtmdet_keras.export.calibration import dataset_images
     from rtmdet_keras.data import load_split
 
     _, r = qat_run
@@ -208,7 +208,7 @@ def test_calibration_sets_the_mean_of_batch_ranges(qat_run, demo_dataset):
 
 @pytest.mark.slow
 def test_observers_move_by_the_moving_average_then_freeze(qat_run, demo_dataset):
-    from rtmdet_keras.export import dataset_images
+    from rtmdet_keras.export.calibration import dataset_images
     from rtmdet_keras.data import load_split
 
     _, r = qat_run
@@ -258,7 +258,7 @@ def test_qat_run_writes_resumable_state_and_freezes_on_schedule(qat_run):
 
 @pytest.mark.slow
 def test_exported_model_is_all_int8_and_tracks_the_fake_quant_model(qat_run):
-    from rtmdet_keras.tflite_runtime import int8_graph_problems
+    from rtmdet_keras.export.mcu import int8_graph_problems
 
     work, r = qat_run
     path = work / "qat" / "nano_qat_int8.tflite"

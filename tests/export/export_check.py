@@ -1,9 +1,9 @@
 """Shared by the export tests: a small stand-in network and the Keras-vs-TFLite comparison.
 
 ``compare_keras_tflite`` is deliberately written without the package's own runner
-(:mod:`rtmdet_keras.tflite_runtime`): it quantises the input, runs the LiteRT signature and
+(:mod:`rtmdet_keras.runtime.tflite`): it quantises the input, runs the LiteRT signature and
 dequantises the outputs by hand from the tensors' own parameters, so a bug in the runner cannot hide
-behind the same bug here. Import it explicitly: ``from tests.export_check import ...``.
+behind the same bug here. Import it explicitly: ``from tests.export.export_check import ...``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 # Operators an exported RTMDet int8 model may contain (the MCU/NPU-friendly set; see
-# rtmdet_keras.tflite_runtime.MCU_INT8_OPS). RESHAPE only appears with the "decoded" layout, LOGISTIC
+# rtmdet_keras.export.mcu.MCU_INT8_OPS). RESHAPE only appears with the "decoded" layout, LOGISTIC
 # with SiLU or the "scores" layout, MEAN/HARD_SWISH-style arithmetic with channel attention.
 ALLOWED_INT8_OPS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D",

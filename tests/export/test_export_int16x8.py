@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from rtmdet_keras.config import load_config
-from rtmdet_keras.tflite_runtime import graph_summary
-from tests.export_check import compare_keras_tflite, synthetic_images
+from rtmdet_keras.export.mcu import graph_summary
+from tests.export.export_check import compare_keras_tflite, synthetic_images
 
 SIZE = 64
 
 
 @pytest.mark.slow
 def test_int16x8_export_is_16_bit_and_more_accurate_than_int8(tmp_path):
-    from rtmdet_keras.evaluate import load_model_runner
-    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.export.convert import export_tflite
+    from rtmdet_keras.runtime.runners import load_model_runner
     from rtmdet_keras.models import build_model
     from tests.models.helpers import randomize_weights
 

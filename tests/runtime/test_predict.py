@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rtmdet_keras.config import load_config
-from rtmdet_keras.predict import collect_images, predict, predict_command
+from rtmdet_keras.commands.predict import predict_command
+from rtmdet_keras.runtime.predict import collect_images, predict
 
 
 class OneBoxRunner:
@@ -30,7 +31,7 @@ class OneBoxRunner:
 
 
 def test_boxes_come_back_in_original_pixels_and_are_drawn(tmp_path, monkeypatch):
-    import rtmdet_keras.evaluate as ev
+    import rtmdet_keras.runtime.predict as ev
 
     monkeypatch.setattr(ev, "load_model_runner", lambda cfg, path, threads=None: OneBoxRunner())
     img = np.full((50, 100, 3), 30, np.uint8)  # h 50, w 100: letterbox scale 0.64
@@ -64,8 +65,8 @@ def test_collect_images(tmp_path):
 
 @pytest.mark.slow
 def test_command_on_a_tflite_with_its_export_json(tmp_path, demo_dataset):
-    from rtmdet_keras.export import export_tflite
-    from tests.export_check import standin_network
+    from rtmdet_keras.export.convert import export_tflite
+    from tests.export.export_check import standin_network
 
     cfg = load_config("nano", ["imgsz=64", "num_classes=2", "class_names=[circle, square]"])
     paths = export_tflite(standin_network((64, 64)), cfg, tmp_path / "model", formats=("float32",),

@@ -9,10 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from rtmdet_keras.config import load_config
-from rtmdet_keras.evaluate import (
-    ModelLoadError, command_config_and_model, default_plots_dir, evaluate, evaluate_command, load_model_runner,
-    load_network, make_runner_predictor, model_kind,
-)
+from rtmdet_keras.commands.common import command_config_and_model
+from rtmdet_keras.commands.evaluate import evaluate_command
+from rtmdet_keras.postprocess import make_runner_predictor
+from rtmdet_keras.runtime.evaluate import default_plots_dir, evaluate
+from rtmdet_keras.runtime.loading import ModelLoadError, load_network, model_kind
+from rtmdet_keras.runtime.runners import load_model_runner
 
 
 class OracleRunner:
@@ -102,7 +104,7 @@ def nano_forms(tmp_path_factory, demo_dataset):
     """The real nano network at 64 px (random weights, BN statistics randomised) as .keras, SavedModel,
     float32 and int8 .tflite."""
     models = pytest.importorskip("rtmdet_keras.models")
-    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.export.convert import export_tflite
 
     import keras
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rtmdet_keras.vela import VelaError, find_vela, parse_vela_report
+from rtmdet_keras.export.vela import VelaError, find_vela, parse_vela_report
 
 # Vela 5.2.0's summary of a nano_relu int8 export that still had its GATHER (cut down).
 REPORT = """
@@ -75,9 +75,9 @@ def _operator_codes(path):
 @pytest.mark.parametrize("preset", ["nano", "nano_relu"])
 def test_vela_puts_every_op_on_the_npu(tmp_path, preset):
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.export import export_tflite
+    from rtmdet_keras.export.convert import export_tflite
     from rtmdet_keras.models import build_model
-    from tests.export_check import synthetic_images
+    from tests.export.export_check import synthetic_images
 
     cfg = load_config(preset, ["imgsz=64", "num_classes=2", "class_names=[circle, square]"])
     images = synthetic_images(2, (64, 64))

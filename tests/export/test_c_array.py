@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from rtmdet_keras.c_array import c_identifier, write_c_array
+from rtmdet_keras.export.c_array import c_identifier, write_c_array
 
 
 def parse_cc_bytes(text):
@@ -79,8 +79,8 @@ int main() {{
 def test_exported_int8_model_as_c_array(tmp_path):
     """From a real export: the .cc holds the .tflite's bytes and the comment its input, outputs and classes."""
     from rtmdet_keras.config import load_config
-    from rtmdet_keras.export import export_tflite
-    from tests.export_check import standin_network, synthetic_images
+    from rtmdet_keras.export.convert import export_tflite
+    from tests.export.export_check import standin_network, synthetic_images
 
     cfg = load_config("nano", ["imgsz=64", "num_classes=2", "class_names=[circle, square]"])
     images = synthetic_images(4, (64, 64))

@@ -20,10 +20,14 @@ residual ADD writing into its ReLU input's buffer) to that input too, so such a 
 of both ranges there and its own range here (a finer scale; the same graph either way). Measured on
 nano at 192 px: 5 tensors (the ReLU outputs before the residual ADDs) got other scales, the int8
 outputs were identical on 8 images, and the trained demo model's int8 AP50:95 was 0.8676 against 0.8670.
-``tests/test_calibration.py`` compares both on a small network.
+``tests/export/test_calibration.py`` compares both on a small network.
+
+Also here: the images the calibration runs on (:func:`calibration_images`: training images through the
+evaluation transform, :func:`pin_input_range`), which the export's self-check reuses
+(:func:`dataset_images`).
 
 Only ``calibrate`` (the path of int8 activations with the MLIR quantiser, what
-:func:`rtmdet_keras.export.convert_saved_model` uses) is replaced; anything else the converter asks of
+:func:`rtmdet_keras.export.convert.convert_saved_model` uses) is replaced; anything else the converter asks of
 the calibrator (e.g. ``calibrate_and_quantize`` for 16-bit activations) goes to TFLite's own.
 """
 
@@ -35,7 +39,17 @@ import os
 import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import flatbuffers
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.python import lite
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.python.optimize.calibrator import Calibrator as TFLiteCalibrator
+
+from rtmdet_keras.data import load_split
+from rtmdet_keras.data.images import load_image
+from rtmdet_keras.data.pipeline import letterbox
+from rtmdet_keras.runtime.layout import ExportError
 
 Ranges = Dict[int, Tuple[float, float]]
 
@@ -43,14 +57,10 @@ _FLOAT32 = 0  # tflite TensorType.FLOAT32
 
 
 def _model_object(model_content: bytes):
-    from tensorflow.lite.python import schema_py_generated as schema
-
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(model_content), 0))
 
 
 def _serialize(model) -> bytes:
-    import flatbuffers
-
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -92,8 +102,6 @@ def collect_ranges(model_content: bytes, samples: Iterable[Sequence[np.ndarray]]
     the default (XNNPACK) kernels and return ``{tensor index: (min, max)}`` over all samples for
     :func:`calibrated_tensors`. A sample's batch may be larger than the model's: the input is resized,
     as TFLite's calibrator does."""
-    from ai_edge_litert.interpreter import Interpreter
-
     tensors = calibrated_tensors(model_content)
     exposed = _exposed_model(model_content, tensors)
     it = Interpreter(model_content=exposed, num_threads=num_threads or os.cpu_count() or 1)
@@ -143,8 +151,6 @@ def collect_ranges(model_content: bytes, samples: Iterable[Sequence[np.ndarray]]
 def write_ranges(model_content: bytes, ranges: Ranges) -> bytes:
     """``model_content`` with ``quantization.min = [lo]``, ``quantization.max = [hi]`` on each tensor of
     ``ranges`` (subgraph 0): what TFLite's calibrator hands its quantiser."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
     model = _model_object(model_content)
     tensors = model.subgraphs[0].tensors
     for i, (lo, hi) in ranges.items():
@@ -217,9 +223,7 @@ class FastCalibrator:
     @property
     def _tflite(self):
         if self._tflite_instance is None:
-            cls = self.tflite_calibrator
-            if cls is None:
-                from tensorflow.lite.python.optimize.calibrator import Calibrator as cls
+            cls = self.tflite_calibrator or TFLiteCalibrator
             self._tflite_instance = cls(*self._args)
         return self._tflite_instance
 
@@ -243,8 +247,6 @@ def fast_calibration(batch_size: Optional[int] = None, num_threads: Optional[int
 
     Raises ``RuntimeError`` when this TensorFlow's converter no longer calibrates through
     ``tensorflow.lite.python.lite._calibrator.Calibrator`` (then pass ``fast=False`` to the export)."""
-    from tensorflow.lite.python import lite
-
     module = getattr(lite, "_calibrator", None)
     if module is None or not hasattr(module, "Calibrator"):
         raise RuntimeError("this TensorFlow's TFLite converter has no lite._calibrator.Calibrator to replace; "
@@ -257,3 +259,71 @@ def fast_calibration(batch_size: Optional[int] = None, num_threads: Optional[int
         yield cls
     finally:
         module.Calibrator = original
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration and check images
+# ---------------------------------------------------------------------------------------------
+
+
+def letterbox_image(image, cfg) -> np.ndarray:
+    """One image (uint8 ``[h, w, 3]`` RGB) through the evaluation transform -> ``uint8 [H, W, 3]``."""
+    out, _ = letterbox(image, cfg.imgsz, int(cfg.augment.pad_val))
+    return np.asarray(out, np.uint8)
+
+
+def dataset_images(dataset, cfg, n: int, seed: int = 0, shuffle: bool = True) -> np.ndarray:
+    """Up to ``n`` images of a :class:`~rtmdet_keras.data.records.DetectionDataset`, letterboxed, as
+    ``uint8 [n, H, W, 3]``; a random (seeded) choice when ``shuffle``, else the first ``n``."""
+    records = list(dataset.records)
+    if not records:
+        raise ExportError(f"{getattr(dataset, 'source', 'the data set')}: no images")
+    n = min(int(n), len(records))
+    if shuffle:
+        idx = sorted(np.random.default_rng(seed).choice(len(records), n, replace=False).tolist())
+    else:
+        idx = list(range(n))
+    return np.stack([letterbox_image(load_image(records[i].path), cfg) for i in idx])
+
+
+def as_images(images, cfg, n=None) -> np.ndarray:
+    """Arrays ``[N, H, W, 3]`` / a list of them, or a data set -> ``uint8 [N, H, W, 3]`` letterboxed."""
+    if hasattr(images, "records"):
+        return dataset_images(images, cfg, n or len(images.records), seed=cfg.seed)
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    h, w = (int(v) for v in cfg.imgsz)
+    if arr.ndim != 4 or arr.shape[1:] != (h, w, 3):
+        raise ExportError(f"calibration/check images must be [N, {h}, {w}, 3] letterboxed images, got {arr.shape}")
+    return arr[:n] if n else arr
+
+
+def calibration_images(cfg, calib_dataset=None, n: Optional[int] = None) -> np.ndarray:
+    """The representative images for int8: ``n`` (default ``cfg.export.calib_images``) training images
+    through the evaluation transform, ``uint8 [n, H, W, 3]``. ``calib_dataset`` may be a data set, an
+    array of letterboxed images, or None for the config's training split."""
+    n = int(n or cfg.export.calib_images)
+    if calib_dataset is None:
+        calib_dataset = load_split_for(cfg, "train", "int8 calibration needs the training images")
+    return as_images(calib_dataset, cfg, n)
+
+
+def load_split_for(cfg, split, why):
+    """The config's ``split``; a reader's error becomes an :class:`ExportError` that says what it was for."""
+    try:
+        return load_split(cfg, split)
+    except Exception as e:  # the readers' errors already say which file; add what it was for
+        raise ExportError(f"{why}: {e}") from None
+
+
+def pin_input_range(images: np.ndarray) -> np.ndarray:
+    """Make the calibration set span exactly 0..255 so the int8 input gets scale 1 and zero point -128
+    (lossless for 8-bit pixels). If no image has a 0 and a 255, one pixel of the first image is set to
+    each: one pixel barely moves any activation range."""
+    images = np.array(images, copy=True)
+    if images.min() > 0:
+        images[0, 0, 0, :] = 0
+    if images.max() < 255:
+        images[0, 0, min(1, images.shape[2] - 1), :] = 255
+    return images

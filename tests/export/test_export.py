@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from rtmdet_keras.config import load_config
-from rtmdet_keras.export import (
-    ExportError, check_network_matches_config, export_outputs, export_tflite, layout_to_network_outputs,
-    pin_input_range,
-)
-from rtmdet_keras.tflite_runtime import (
-    MCU_INT8_OPS, TFLiteDetector, TFLiteModelError, graph_summary, int8_graph_problems, op_report,
-)
-from tests.export_check import (
+from rtmdet_keras.export.calibration import pin_input_range
+from rtmdet_keras.export.convert import export_outputs, export_tflite
+from rtmdet_keras.export.mcu import MCU_INT8_OPS, graph_summary, int8_graph_problems, op_report
+from rtmdet_keras.runtime.layout import ExportError, layout_to_network_outputs
+from rtmdet_keras.runtime.loading import check_network_matches_config
+from rtmdet_keras.runtime.tflite import TFLiteDetector, TFLiteModelError
+from tests.export.export_check import (
     ALLOWED_INT8_OPS, EDGE_OPS, compare_keras_tflite, run_tflite_by_hand, standin_network, synthetic_images,
 )
 
@@ -121,7 +120,7 @@ def test_metadata_describes_input_outputs_and_decoding(exported, cfg):
 
 
 def test_saved_model_gives_the_keras_outputs(exported, network, cfg, images):
-    from rtmdet_keras.evaluate import SavedModelRunner
+    from rtmdet_keras.runtime.runners import SavedModelRunner
 
     runner = SavedModelRunner(exported["saved_model"], cfg)
     assert runner.batch is None  # dynamic batch, unlike the .tflite
@@ -250,7 +249,7 @@ def test_export_command(tmp_path, demo_dataset):
     the config; a config that does not fit the checkpoint stops with a message naming the mismatch."""
     from click.testing import CliRunner
 
-    from rtmdet_keras.export import export_command
+    from rtmdet_keras.commands.export import export_command
 
     models = pytest.importorskip("rtmdet_keras.models")
     cfg = load_config("nano", ["imgsz=64", "num_classes=2"])

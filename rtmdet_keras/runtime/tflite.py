@@ -1,10 +1,10 @@
 """Run an exported ``.tflite`` detector and get the Keras network's outputs back.
 
-:class:`TFLiteDetector` loads a model written by :func:`rtmdet_keras.export.export_tflite` (or any
+:class:`TFLiteDetector` loads a model written by :func:`rtmdet_keras.export.convert.export_tflite` (or any
 TFLite file with the same input/output names), quantises the input image when the model is int8,
 runs the interpreter and dequantises the outputs. Calling it returns the *network contract*
 ``{"cls_pX": logits [B, h, w, C], "reg_pX": raw ltrb distances [B, h, w, 4]}`` as float32 NumPy
-arrays, whatever output layout the file uses (see :mod:`rtmdet_keras.export`), so
+arrays, whatever output layout the file uses (:mod:`rtmdet_keras.runtime.layout`), so
 :func:`rtmdet_keras.postprocess.decode_and_nms` decodes a TFLite model exactly as it decodes Keras.
 
 Uses ``ai_edge_litert`` (``tf.lite.Interpreter`` is deprecated). No TensorFlow import here.
@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from rtmdet_keras.runtime.layout import (check_layout_shapes, detect_layout, layout_num_classes,
+                                         layout_to_network_outputs)
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4-8 of every .tflite
 
@@ -43,7 +47,7 @@ def check_tflite_file(path) -> Path:
 
 
 def read_export_metadata(tflite_path) -> Optional[dict]:
-    """The JSON that :func:`~rtmdet_keras.export.export_tflite` writes beside a model
+    """The JSON that :func:`~rtmdet_keras.export.convert.export_tflite` writes beside a model
     (``nano_int8.tflite`` -> ``nano_int8.json``), or None when there is none."""
     side = Path(tflite_path).with_suffix(".json")
     if not side.exists():
@@ -96,8 +100,6 @@ class TFLiteDetector:
 
     def __init__(self, path, num_threads: Optional[int] = None, cfg=None):
         self.path = check_tflite_file(path)
-        from ai_edge_litert.interpreter import Interpreter
-
         try:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
@@ -125,8 +127,6 @@ class TFLiteDetector:
         self.output_details = self.runner.get_output_details()
         self.output_quantization = {k: _tensor_quantization(d) for k, d in self.output_details.items()}
         self.metadata = read_export_metadata(self.path)
-        from rtmdet_keras.export import detect_layout
-
         try:
             self.layout = detect_layout(self.output_details)
         except ValueError as e:
@@ -142,8 +142,6 @@ class TFLiteDetector:
 
     @property
     def num_classes(self) -> int:
-        from rtmdet_keras.export import layout_num_classes
-
         return layout_num_classes(self.layout, {k: d["shape"] for k, d in self.output_details.items()})
 
     @property
@@ -161,8 +159,6 @@ class TFLiteDetector:
             raise TFLiteModelError(
                 f"{self.path}: the model predicts {self.num_classes} classes but the config has num_classes "
                 f"{cfg.num_classes}; pass --cfg-options num_classes={self.num_classes}")
-        from rtmdet_keras.export import check_layout_shapes
-
         try:
             check_layout_shapes(self.layout, {k: tuple(d["shape"]) for k, d in self.output_details.items()},
                                 cfg)
@@ -199,8 +195,6 @@ class TFLiteDetector:
         The model runs once per image (it has batch 1). ``cfg`` supplies strides and ``exp_on_reg`` for
         the ``decoded`` layout (taken from the export JSON when omitted).
         """
-        from rtmdet_keras.export import layout_to_network_outputs
-
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
@@ -221,27 +215,8 @@ class TFLiteDetector:
         return {"strides": d["strides"], "exp_on_reg": d["exp_on_reg"], "imgsz": self.imgsz}
 
 
-# ---------------------------------------------------------------------------------------------
-# What is inside a .tflite: the operator report and the checks an int8 MCU/NPU graph must pass.
-# ---------------------------------------------------------------------------------------------
-
-# Builtin ops that TFLite Micro runs in int8 and ARM Vela places on the Ethos-U NPU (within their
-# per-op constraints). QUANTIZE is allowed as an int8 -> int8 requantisation (the converter inserts
-# one where a tensor feeds consumers that need other scales) and right after a uint8 input;
-# DEQUANTIZE is not allowed at all in a full-integer graph.
-MCU_INT8_OPS = (
-    "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-    "RESIZE_NEAREST_NEIGHBOR", "PAD", "LOGISTIC", "RESHAPE", "MEAN", "HARD_SWISH", "RELU", "RELU6",
-    "QUANTIZE", "DEQUANTIZE",
-)
-# Ops that betray a dynamic or gather-style graph; named in the problems so people see what to fix.
-DYNAMIC_OPS = ("SHAPE", "STRIDED_SLICE", "TILE", "GATHER", "GATHER_ND", "EXPAND_DIMS", "SLICE", "PACK",
-               "UNPACK", "FILL", "BROADCAST_TO", "WHILE", "IF")
-
-
-def _open_interpreter(path):
-    from ai_edge_litert.interpreter import Interpreter
-
+def open_interpreter(path) -> Interpreter:
+    """A LiteRT interpreter of ``path`` (not allocated), or :class:`TFLiteModelError` saying what is wrong."""
     path = check_tflite_file(path)
     try:
         it = Interpreter(model_path=str(path))
@@ -251,109 +226,5 @@ def _open_interpreter(path):
     return it
 
 
-def _dtype_name(t) -> str:
-    return np.dtype(t).name
-
-
-def graph_summary(path) -> dict:
-    """Operators and tensors of a ``.tflite`` (its first subgraph).
-
-    Returns ``{"ops": [{"op", "inputs": [(dtype, is_const)], "outputs": [dtype], "input_ids", "output_ids"}],
-    "tensors": {index: {"name", "dtype", "shape", "shape_signature"}}, "graph_inputs", "graph_outputs"}``.
-    A tensor is *constant* when no operator produces it and it is not a graph input (weights, biases,
-    shapes, paddings).
-    """
-    it = _open_interpreter(path)
-    tensors = {}
-    for d in it.get_tensor_details():
-        tensors[int(d["index"])] = {"name": d["name"], "dtype": _dtype_name(d["dtype"]),
-                                    "shape": [int(v) for v in d["shape"]],
-                                    "shape_signature": [int(v) for v in d.get("shape_signature", d["shape"])]}
-    graph_inputs = [int(d["index"]) for d in it.get_input_details()]
-    graph_outputs = [int(d["index"]) for d in it.get_output_details()]
-    ops = it._get_ops_details()  # the only public-enough way to list operators from Python
-    produced = {int(o) for op in ops for o in op["outputs"] if o >= 0}
-    rows = []
-    for op in ops:
-        ins = [int(i) for i in op["inputs"] if i >= 0]
-        outs = [int(o) for o in op["outputs"] if o >= 0]
-        rows.append({
-            "op": op["op_name"],
-            "inputs": [(tensors[i]["dtype"], i not in produced and i not in graph_inputs) for i in ins],
-            "outputs": [tensors[o]["dtype"] for o in outs],
-            "input_ids": ins, "output_ids": outs,
-        })
-    return {"ops": rows, "tensors": tensors, "graph_inputs": graph_inputs, "graph_outputs": graph_outputs}
-
-
-def op_report(path_or_summary) -> list:
-    """Operators with their count and input/output types: ``[{"op", "count", "inputs", "outputs"}]``
-    where ``inputs`` reads like ``"int8, const int8, const int32"``. Ordered by first appearance."""
-    summary = path_or_summary if isinstance(path_or_summary, dict) else graph_summary(path_or_summary)
-    counts = {}
-    for op in summary["ops"]:
-        ins = ", ".join(("const " if const else "") + t for t, const in op["inputs"])
-        key = (op["op"], ins, ", ".join(op["outputs"]))
-        counts[key] = counts.get(key, 0) + 1
-    return [{"op": op, "count": n, "inputs": ins, "outputs": outs} for (op, ins, outs), n in counts.items()]
-
-
-def format_op_table(rows) -> str:
-    """The op report as a plain-text table."""
-    w_op = max([len("op")] + [len(r["op"]) for r in rows])
-    w_in = max([len("inputs")] + [len(r["inputs"]) for r in rows])
-    head = f"{'op':<{w_op}}  {'count':>5}  {'inputs':<{w_in}}  outputs"
-    rule = "-" * max(len(head), max((w_op + w_in + 9 + len(r["outputs"]) for r in rows), default=0))
-    lines = [rule, head, rule]
-    lines += [f"{r['op']:<{w_op}}  {r['count']:>5}  {r['inputs']:<{w_in}}  {r['outputs']}" for r in rows]
-    lines.append(f"{'total':<{w_op}}  {sum(r['count'] for r in rows):>5}")
-    lines.append(rule)
-    return "\n".join(lines) + "\n"
-
-
-def int8_graph_problems(path_or_summary, input_type: str = "int8") -> list:
-    """What keeps a full-integer model from running on TFLite Micro / an Ethos-U NPU: an empty list when
-    every op is in :data:`MCU_INT8_OPS`, every tensor between operators is int8, constants are int8 or
-    int32 (biases, shapes), QUANTIZE/DEQUANTIZE sit only at the edges, and every tensor is static, at
-    most 4-D, with batch 1. ``input_type`` is the expected input dtype (``"int8"`` or ``"uint8"``)."""
-    s = path_or_summary if isinstance(path_or_summary, dict) else graph_summary(path_or_summary)
-    problems = []
-    for name in sorted({op["op"] for op in s["ops"]} - set(MCU_INT8_OPS)):
-        n = sum(op["op"] == name for op in s["ops"])
-        why = " (a dynamic-shape or gather op)" if name in DYNAMIC_OPS else ""
-        problems.append(f"op {name} x{n} is not one TFLite Micro and Vela run in int8{why}")
-    for i in s["graph_inputs"]:
-        if s["tensors"][i]["dtype"] != input_type:
-            problems.append(f"input {s['tensors'][i]['name']} is {s['tensors'][i]['dtype']}, expected {input_type}")
-    for i in s["graph_outputs"]:
-        if s["tensors"][i]["dtype"] != "int8":
-            problems.append(f"output {s['tensors'][i]['name']} is {s['tensors'][i]['dtype']}, expected int8")
-    for op in s["ops"]:
-        for (dtype, const), idx in zip(op["inputs"], op["input_ids"]):
-            t = s["tensors"][idx]
-            if const and dtype not in ("int8", "int32"):
-                problems.append(f"{op['op']}: constant {t['name']} is {dtype}")
-            elif not const and dtype != "int8" and not (op["op"] == "QUANTIZE" and idx in s["graph_inputs"]):
-                problems.append(f"{op['op']}: input {t['name']} is {dtype}, not int8")
-        for dtype, idx in zip(op["outputs"], op["output_ids"]):
-            if dtype != "int8" and not (op["op"] == "DEQUANTIZE" and idx in s["graph_outputs"]):
-                problems.append(f"{op['op']}: output {s['tensors'][idx]['name']} is {dtype}, not int8")
-        if op["op"] == "QUANTIZE" and not all(i in s["graph_inputs"] or dt == "int8"
-                                               for i, (dt, _) in zip(op["input_ids"], op["inputs"])):
-            problems.append("QUANTIZE from a non-int8 tensor inside the graph (allowed only right after the input)")
-        if op["op"] == "DEQUANTIZE":
-            problems.append("DEQUANTIZE in a full-integer graph (float output or float fallback)")
-    for idx, t in s["tensors"].items():
-        if len(t["shape"]) > 4:
-            problems.append(f"tensor {t['name']} is {len(t['shape'])}-D {t['shape']}; NPUs take at most 4-D")
-        if any(v < 0 for v in t["shape_signature"]):
-            problems.append(f"tensor {t['name']} has a dynamic shape {t['shape_signature']}")
-    for i in s["graph_inputs"]:
-        if s["tensors"][i]["shape"][:1] != [1]:
-            problems.append(f"input {s['tensors'][i]['name']} has batch {s['tensors'][i]['shape'][:1]}, expected 1")
-    # One line per distinct problem, in order.
-    return list(dict.fromkeys(problems))
-
-
 __all__ = ["TFLiteDetector", "TFLiteModelError", "check_tflite_file", "read_export_metadata", "quantize",
-           "dequantize", "MCU_INT8_OPS", "graph_summary", "op_report", "format_op_table", "int8_graph_problems"]
+           "dequantize", "open_interpreter"]

@@ -4,13 +4,13 @@ int8 model equals the one TFLite's own calibrator gives, and the converter reall
 import numpy as np
 import pytest
 
-from rtmdet_keras import calibration
-from rtmdet_keras.calibration import (
-    calibrated_tensors, collect_ranges, fast_calibration, read_ranges, write_ranges,
-)
 from rtmdet_keras.config import load_config
-from rtmdet_keras.export import TFLITE_SIGNATURE, convert_saved_model, pin_input_range, write_saved_model
-from tests.export_check import standin_network, synthetic_images
+from rtmdet_keras.export import calibration
+from rtmdet_keras.export.calibration import (
+    calibrated_tensors, collect_ranges, fast_calibration, pin_input_range, read_ranges, write_ranges,
+)
+from rtmdet_keras.export.convert import TFLITE_SIGNATURE, convert_saved_model, write_saved_model
+from tests.export.export_check import standin_network, synthetic_images
 
 SIZE = 64
 FLT_MIN = float(np.finfo(np.float32).tiny)
