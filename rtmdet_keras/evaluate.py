@@ -129,7 +129,7 @@ def _fill_class_names(cfg, model_path: Path) -> None:
 
 def model_kind(path) -> str:
     """``"tflite"``, ``"keras"``, ``"checkpoint"`` (``epoch_N.ckpt.npz``), ``"saved_model"`` or ``"weights"``
-    (an mmdetection/SSCMA ``.pth`` or a converted ``.npz``: :mod:`rtmdet_keras.checkpoint_convert`)."""
+    (an mmdetection/SSCMA ``.pth`` or a converted ``.npz``: :mod:`rtmdet_keras.models.pretrained`)."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").exists():
@@ -141,7 +141,7 @@ def model_kind(path) -> str:
         return "keras"
     if path.name.endswith(CHECKPOINT_SUFFIX):
         return "checkpoint"
-    from rtmdet_keras.checkpoint_convert import TORCH_SUFFIXES, is_named_weights_file
+    from rtmdet_keras.models.pretrained import TORCH_SUFFIXES, is_named_weights_file
 
     if path.suffix == ".npz":
         return "weights" if is_named_weights_file(path) else "checkpoint"
@@ -216,7 +216,7 @@ def _network_from_weights(cfg, path, print_fn=click.echo):
     """The network of ``cfg`` with the weights of an mmdetection / SSCMA checkpoint (``.pth``, read with
     PyTorch) or of its converted ``.npz``, loaded one to one; a class count that differs from
     ``cfg.num_classes`` is an error here (a fresh class conv cannot be exported or evaluated)."""
-    from rtmdet_keras.checkpoint_convert import CheckpointError, load_weights
+    from rtmdet_keras.models.pretrained import CheckpointError, load_weights
     from rtmdet_keras.models import build_model
 
     try:

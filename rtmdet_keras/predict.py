@@ -4,7 +4,7 @@
 folder, ``.tflite``); ``IMAGES`` are files or folders. Each image goes through the evaluation
 transform (letterbox), the model and :func:`~rtmdet_keras.postprocess.decode_and_nms`; detections
 scoring at least ``--score-thr`` are drawn with their class names and scores
-(:func:`~rtmdet_keras.data.browse.draw_detections`) and written to ``DIR/detections.json`` in
+(:func:`~rtmdet_keras.data.draw.draw_detections`) and written to ``DIR/detections.json`` in
 original-image pixels (xyxy).
 """
 
@@ -68,7 +68,7 @@ def predict(cfg, model_path, images: Sequence, out_dir, score_thr: float = 0.3, 
     runner = load_model_runner(cfg, model_path, threads)
     names = list(cfg.class_names) if cfg.class_names else [f"class_{i}" for i in range(int(cfg.num_classes))]
     if draw:
-        from rtmdet_keras.data.browse import draw_detections
+        from rtmdet_keras.data.draw import draw_detections
 
     @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code: nothing to convert
     def nms(outputs):
