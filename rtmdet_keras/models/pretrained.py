@@ -1,5 +1,5 @@
 """Start from COCO-pretrained weights: mmdetection RTMDet and CSPNeXt checkpoints into the Keras model,
-and SSCMA-trained ones (mmyolo's neck and head names; :func:`detect_layout`, :data:`_SSCMA_TO_MMDET`).
+and SSCMA-trained ones (mmyolo's neck and head names; :mod:`rtmdet_keras.models.checkpoint_layout`).
 
 Three entry points, one mapping:
 
@@ -10,7 +10,7 @@ Three entry points, one mapping:
 
 Sources
     ``.pth`` / ``.pt``: an mmdetection (mmengine) checkpoint, read with PyTorch (the optional extra
-    ``pip install rtmdet_keras[convert]``; imported only here, only for these files). The tensors come
+    ``pip install rtmdet_keras[convert]``; imported only for these files). The tensors come
     from ``checkpoint["state_dict"]``: mmengine's ``EMAHook`` swaps the averaged weights into
     ``state_dict`` when it saves, and puts the raw training weights into ``ema_state_dict`` (keys
     ``module.<name>`` plus the ``steps`` counter); published checkpoints keep ``state_dict`` only. So the
@@ -19,13 +19,13 @@ Sources
     ``module.``-prefixed as DDP saves it) is accepted too, and so is a backbone saved on its own
     (``stem.0.conv.weight``: read as ``backbone.*`` when loading the backbone only).
 
-    ``.npz``: a converted file (the format below). ``.keras``: a model saved by this project (its
+    ``.npz``: a converted file (:mod:`rtmdet_keras.models.named_weights_file`). ``.keras``: a model saved by this project (its
     weights are read by layer name, so another class count or a backbone-only load works as for the
     other sources).
 
 SSCMA (Seeed-Studio/ModelAssistant) checkpoints
     Recognised by their mmyolo-layout keys (``neck.top_down_layers``, ``bbox_head.head_module``) and renamed
-    to mmdetection's one to one before the mapping below; messages and reports keep SSCMA's names. Export,
+    to mmdetection's one to one before the mapping; messages and reports keep SSCMA's names. Export,
     evaluation and QAT take them (``.pth`` or converted ``.npz``) through
     :func:`rtmdet_keras.evaluate.load_network`, with another class count an error rather than a fresh start.
 
@@ -38,10 +38,11 @@ Not converted, because they are settings, not weights
     mean/std.
 
 Where the parts live
-    :mod:`~rtmdet_keras.models.checkpoint_torch` reads ``.pth`` files, :mod:`~rtmdet_keras.models.checkpoint_layout`
-    names the tensors (mmdetection, SSCMA, Keras), :mod:`~rtmdet_keras.models.checkpoint_assign` writes them
-    into a model one to one, :mod:`~rtmdet_keras.models.named_weights_file` reads and writes the converted
-    ``.npz`` files.
+    :mod:`~rtmdet_keras.models.checkpoint_torch` reads ``.pth`` files,
+    :mod:`~rtmdet_keras.models.checkpoint_layout` names the tensors (mmdetection, SSCMA, Keras) and maps them,
+    :mod:`~rtmdet_keras.models.checkpoint_assign` writes them into a model strictly one to one (the
+    documented exceptions are listed there), :mod:`~rtmdet_keras.models.named_weights_file` reads and writes
+    the converted ``.npz`` files.
 """
 
 from __future__ import annotations
