@@ -21,15 +21,15 @@ from rtmdet_keras.tensorflow_startup import (VERBOSE_ENV, import_tensorflow_quie
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
-    "models": ("rtmdet_keras.models.summary", "summary_command", "Build a preset and print its parts, parameters and FLOPs."),
-    "check-data": ("rtmdet_keras.data.check", "check_data_command", "Read a data set and print what it holds and what was skipped."),
-    "browse-dataset": ("rtmdet_keras.data.browse", "browse_command", "Write augmented training samples with their boxes drawn."),
+    "models": ("rtmdet_keras.commands.models", "summary_command", "Build a preset and print its parts, parameters and FLOPs."),
+    "check-data": ("rtmdet_keras.commands.check_data", "check_data_command", "Read a data set and print what it holds and what was skipped."),
+    "browse-dataset": ("rtmdet_keras.commands.browse", "browse_command", "Write augmented training samples with their boxes drawn."),
     "train": ("rtmdet_keras.train", "train_command", "Train a detector."),
-    "evaluate": ("rtmdet_keras.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
-    "export": ("rtmdet_keras.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
-    "predict": ("rtmdet_keras.predict", "predict_command", "Draw detections on images."),
+    "evaluate": ("rtmdet_keras.commands.evaluate", "evaluate_command", "COCO metrics of a Keras checkpoint, SavedModel or .tflite."),
+    "export": ("rtmdet_keras.commands.export", "export_command", "Export to TFLite (float32, float16, int8) and SavedModel."),
+    "predict": ("rtmdet_keras.commands.predict", "predict_command", "Draw detections on images."),
     "qat": ("rtmdet_keras.commands.qat", "qat_command", "Quantization-aware fine-tuning, then int8 export."),
-    "convert-checkpoint": ("rtmdet_keras.checkpoint_convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
+    "convert-checkpoint": ("rtmdet_keras.commands.convert", "convert_command", "Convert an mmdetection .pth checkpoint."),
 }
 
 

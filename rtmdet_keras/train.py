@@ -62,7 +62,7 @@ def train(cfg, work_dir=None, resume: bool = False, seed: Optional[int] = None, 
         WorkDirError, CheckpointError: the checkpoint to resume from or the weights to load cannot be
             used; raised before any data is read.
     """
-    from rtmdet_keras.checkpoint_convert import check_weights_file
+    from rtmdet_keras.models.pretrained import check_weights_file
     from rtmdet_keras.training.checkpoint import latest_checkpoint
     from rtmdet_keras.training.distribute import remove_temporary_work_dir, temporary_work_dir, worker_role
     from rtmdet_keras.training.workdir import RunLog, choose_work_dir, load_resumable_state
@@ -195,7 +195,7 @@ def _run_with_policy(cfg, work_dir, state, ckpt, seed, strategy, callbacks, verb
         run_id = meta.get("run_id")  # None: written before runs had ids
         print_fn(f"resumed from {ckpt}: epoch {initial_epoch}, step {int(optimizer.iterations.numpy())}")
     elif (cfg.load_from or cfg.backbone_weights) and role.is_chief:
-        from rtmdet_keras.checkpoint_convert import load_pretrained
+        from rtmdet_keras.models.pretrained import load_pretrained
 
         load_pretrained(network, cfg, print_fn=print_fn)
     if role.multi:
@@ -313,7 +313,7 @@ def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, 
                   verbose):
     """Train a detector. CONFIG_PATH may also be given as --config."""
     cfg = load_config_or_exit(config, cfg_options, config_path)
-    from rtmdet_keras.checkpoint_convert import CheckpointError
+    from rtmdet_keras.models.pretrained import CheckpointError
     from rtmdet_keras.data import DatasetError, ImageReadError
     from rtmdet_keras.training.callbacks import TrainingDiverged
     from rtmdet_keras.training.workdir import WorkDirError

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rtmdet_keras.checkpoint_convert import CheckpointError
+from rtmdet_keras.models.pretrained import CheckpointError
 from rtmdet_keras.config import load_config
 from rtmdet_keras.train import train, train_command
 from rtmdet_keras.training import checkpoint as ckpt_module

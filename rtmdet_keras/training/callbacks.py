@@ -399,7 +399,7 @@ class TensorBoardWriter:
         self.writer.flush()
 
     def write_images(self, epoch, detections):
-        from rtmdet_keras.data.browse import draw_detections
+        from rtmdet_keras.data.draw import draw_detections
         from rtmdet_keras.data.images import load_image
 
         empty_boxes, empty = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
