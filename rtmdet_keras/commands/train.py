@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from rtmdet_keras.checkpoint_convert import CheckpointError
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit
 from rtmdet_keras.data import DatasetError, ImageReadError
+from rtmdet_keras.models.pretrained import CheckpointError
 from rtmdet_keras.training.callbacks import TrainingDiverged
 from rtmdet_keras.training.run import train
 from rtmdet_keras.training.workdir import WorkDirError

@@ -1,4 +1,4 @@
-"""``rtmdet check-data``: read a data set's splits and print what they hold and what was skipped.
+"""What a data set holds and what was skipped while reading it (``rtmdet check-data`` prints it).
 
     python -m rtmdet_keras.data.check --config nano --cfg-options data_root=datasets/demo/
 
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import click
 import numpy as np
 
-from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
-from rtmdet_keras.data.records import DatasetError, DetectionDataset, describe_skipped, load_split
+from rtmdet_keras.data.records import DetectionDataset, describe_skipped
 
 # COCO's object size ranges, by box area in pixels.
 SMALL_AREA = 32 ** 2
@@ -103,26 +101,8 @@ def format_report(dataset: DetectionDataset, imgsz: Optional[Sequence[int]] = No
     return "\n".join(lines)
 
 
-@click.command("check-data", cls=VariadicCfgCommand)
-@config_options(config_required=False)
-@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val"]),
-              help="Split(s) to check (default: both).")
-def check_data_command(config, cfg_options, splits):
-    """Read the data set named by the config and print, per split, images, boxes per class, box
-    sizes and what was skipped or repaired and why."""
-    cfg = load_config_or_exit(config, cfg_options)
-    for split in splits or ("train", "val"):
-        try:
-            dataset = load_split(cfg, split)
-        except DatasetError as e:
-            raise click.ClickException(str(e)) from None
-        click.echo(format_report(dataset, imgsz=cfg.imgsz))
-        click.echo("")
-
-
-# Reads annotation files only: no TensorFlow import (and none of its start-up lines) for this command.
-check_data_command.needs_tensorflow = False
-
-
 if __name__ == "__main__":
+    from rtmdet_keras.cli import run_standalone
+    from rtmdet_keras.commands.check_data import check_data_command
+
     run_standalone(check_data_command, "python -m rtmdet_keras.data.check")

@@ -23,7 +23,7 @@ import collections
 import json
 import numbers
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,39 +42,8 @@ def _first(items, n=5) -> str:
     return text + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def load_coco_json(ann_file) -> dict:
-    """Parse a COCO annotation file and check its structure (the three sections and their ids).
-
-    Raises:
-        DatasetError: the file is missing or not JSON, a section is missing or not a list, an entry
-            lacks its id (or ``file_name``, ``name``, ``image_id``, ``category_id``), image or
-            category ids repeat, or an annotation names an unknown image or category.
-    """
-    ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise DatasetError(
-            f"{ann_file}: annotation file not found. Check data_root and train_ann_file/val_ann_file "
-            f"(the file is looked for at data_root/ann_file).")
-    try:
-        with open(ann_file, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{ann_file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}). "
-                           f"Re-export the annotations.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{ann_file}: cannot read the annotation file ({e}).") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{ann_file}: a COCO annotation file is a JSON object with 'images', 'annotations' "
-                           f"and 'categories'; this one is a {type(data).__name__}.")
-    missing = [k for k in _SECTIONS if k not in data]
-    if missing:
-        raise DatasetError(
-            f"{ann_file}: not a COCO detection file: missing {', '.join(repr(k) for k in missing)} "
-            f"(it has {', '.join(repr(k) for k in data) or 'no keys'}). Export the data set as 'COCO JSON' "
-            f"(object detection), or set dataset_format=yolo for YOLO txt labels.")
-    for k in _SECTIONS:
-        if not isinstance(data[k], list):
-            raise DatasetError(f"{ann_file}: {k!r} must be a list, got {type(data[k]).__name__}.")
+def _check_ids(ann_file: Path, data: dict) -> None:
+    """Every entry has its id and required fields, ids are unique, annotations name known images and categories."""
 
     def need(entry, key, section, index, kind=None):
         if not isinstance(entry, dict) or key not in entry:
@@ -125,6 +94,43 @@ def load_coco_json(ann_file) -> dict:
             f"{ann_file}: {len(bad_cats)} annotation(s) refer to a category_id that is not in 'categories' "
             f"({_first(bad_cats, 3)}; categories are {_first(sorted(known_cats), 20)}). Add the category or "
             f"fix these annotations.")
+
+
+def load_coco_json(ann_file) -> dict:
+    """Parse a COCO annotation file and check its structure (the three sections and their ids).
+
+    Raises:
+        DatasetError: the file is missing or not JSON, a section is missing or not a list, an entry
+            lacks its id (or ``file_name``, ``name``, ``image_id``, ``category_id``), image or
+            category ids repeat, or an annotation names an unknown image or category.
+    """
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise DatasetError(
+            f"{ann_file}: annotation file not found. Check data_root and train_ann_file/val_ann_file "
+            f"(the file is looked for at data_root/ann_file).")
+    try:
+        with open(ann_file, "rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{ann_file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}). "
+                           f"Re-export the annotations.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{ann_file}: cannot read the annotation file ({e}).") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{ann_file}: a COCO annotation file is a JSON object with 'images', 'annotations' "
+                           f"and 'categories'; this one is a {type(data).__name__}.")
+    missing = [k for k in _SECTIONS if k not in data]
+    if missing:
+        raise DatasetError(
+            f"{ann_file}: not a COCO detection file: missing {', '.join(repr(k) for k in missing)} "
+            f"(it has {', '.join(repr(k) for k in data) or 'no keys'}). Export the data set as 'COCO JSON' "
+            f"(object detection), or set dataset_format=yolo for YOLO txt labels.")
+    for k in _SECTIONS:
+        if not isinstance(data[k], list):
+            raise DatasetError(f"{ann_file}: {k!r} must be a list, got {type(data[k]).__name__}.")
+
+    _check_ids(ann_file, data)
     return data
 
 
@@ -152,29 +158,9 @@ def _bbox_xyxy(bbox) -> Optional[List[float]]:
     return [x, y, x + w, y + h]
 
 
-def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, split: str = "train",
-              category_ids: Optional[Sequence[int]] = None, verify_images: bool = True) -> DetectionDataset:
-    """Read a COCO annotation file.
-
-    Args:
-        ann_file: path of the JSON file.
-        img_prefix: folder the ``file_name`` entries are relative to; default the JSON's folder.
-        num_classes: when given, the number of classes found must equal it.
-        split: name stored in the result and used in messages ("train", "val").
-        category_ids: original category ids in label order, to reuse another split's labels (the
-            validation split takes the training split's); default: the categories this file's
-            annotations use, in id order.
-        verify_images: decode every image once now, so corrupt files are skipped here and not met
-            in the middle of training.
-    Returns:
-        A :class:`DetectionDataset` with boxes xyxy in pixels of the displayed (EXIF-rotated) image.
-    Raises:
-        DatasetError: see :func:`load_coco_json`; also a ``num_classes`` mismatch, an annotation of
-            a category outside ``category_ids``, or no readable image at all.
-    """
-    ann_file = Path(ann_file)
-    img_prefix = Path(img_prefix) if img_prefix is not None else ann_file.parent
-    data = load_coco_json(ann_file)
+def _label_categories(ann_file: Path, data: dict, category_ids, num_classes) -> Tuple[List[int], List[str]]:
+    """``(category ids in label order, class names)``: the given ``category_ids`` (checked to cover every
+    category the annotations use) or the used ones; checked against ``num_classes``."""
     cat_names: Dict[int, str] = {int(c["id"]): str(c["name"]) for c in data["categories"]}
 
     used = _used_category_ids(data)
@@ -205,13 +191,16 @@ def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, spli
             f"{ann_file}: the annotations use {len(category_ids)} categories ({shown}) but num_classes is "
             f"{num_classes}.{note} Set num_classes={len(category_ids)} (--cfg-options num_classes="
             f"{len(category_ids)}) or fix the data set.")
-    label_of = {c: i for i, c in enumerate(category_ids)}
+    return category_ids, class_names
 
+
+def _read_images(data: dict, img_prefix: Path, label_of: Dict[int, int], log: SkipLog,
+                 verify_images: bool) -> List[ImageRecord]:
+    """The records of the file's images that can be read; skips and repairs go to ``log``."""
     anns_of = collections.defaultdict(list)
     for a in data["annotations"]:
         anns_of[int(a["image_id"])].append(a)
 
-    log = SkipLog()
     records = []
     for im in data["images"]:
         image_id, file_name = int(im["id"]), str(im["file_name"])
@@ -245,6 +234,37 @@ def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, spli
             boxes=kept[~crowd[keep]], labels=labels[keep][~crowd[keep]],
             crowd_boxes=kept[crowd[keep]], crowd_labels=labels[keep][crowd[keep]],
         ))
+    return records
+
+
+def read_coco(ann_file, img_prefix=None, num_classes: Optional[int] = None, split: str = "train",
+              category_ids: Optional[Sequence[int]] = None, verify_images: bool = True) -> DetectionDataset:
+    """Read a COCO annotation file.
+
+    Args:
+        ann_file: path of the JSON file.
+        img_prefix: folder the ``file_name`` entries are relative to; default the JSON's folder.
+        num_classes: when given, the number of classes found must equal it.
+        split: name stored in the result and used in messages ("train", "val").
+        category_ids: original category ids in label order, to reuse another split's labels (the
+            validation split takes the training split's); default: the categories this file's
+            annotations use, in id order.
+        verify_images: decode every image once now, so corrupt files are skipped here and not met
+            in the middle of training.
+    Returns:
+        A :class:`DetectionDataset` with boxes xyxy in pixels of the displayed (EXIF-rotated) image.
+    Raises:
+        DatasetError: see :func:`load_coco_json`; also a ``num_classes`` mismatch, an annotation of
+            a category outside ``category_ids``, or no readable image at all.
+    """
+    ann_file = Path(ann_file)
+    img_prefix = Path(img_prefix) if img_prefix is not None else ann_file.parent
+    data = load_coco_json(ann_file)
+    category_ids, class_names = _label_categories(ann_file, data, category_ids, num_classes)
+    label_of = {c: i for i, c in enumerate(category_ids)}
+
+    log = SkipLog()
+    records = _read_images(data, img_prefix, label_of, log, verify_images)
 
     if data["images"] and not records:
         missing = log.counts.get(MISSING_IMAGE, 0)

@@ -28,12 +28,13 @@ import tensorflow as tf
 from rtmdet_keras.data import transforms as T
 from rtmdet_keras.data.cache import FileImages, ImageSource, image_source_for
 from rtmdet_keras.data.images import load_image
+from rtmdet_keras.data.sampler import Sampler, stage_settings
+from rtmdet_keras.data.shard import worker_takes
 from rtmdet_keras.data.transforms import letterbox
 
 log = logging.getLogger(__name__)
 
 MAX_BOXES_CAP = 256  # default upper bound of targets per image (static N); more are dropped, counted
-_U = 16  # uniforms drawn per sample
 
 __all__ = ["TrainPipeline", "build_train_pipeline", "build_stage_pipelines", "build_eval_pipeline",
            "boxes_to_original", "letterbox", "cache_image_size", "MAX_BOXES_CAP"]
@@ -67,17 +68,6 @@ class TrainPipeline:
         return int(self._counters[0].numpy())
 
 
-def _stage_settings(cfg, stage: int):
-    a = cfg.augment
-    if stage == 1:
-        mosaic = bool(a.mosaic) and a.mosaic_prob > 0
-        mixup = bool(a.mixup) and a.mixup_prob > 0
-        return mosaic, mixup, a.resize_ratio_range, a.stage1_scale_factor
-    if stage == 2:
-        return False, False, a.stage2_ratio_range, a.stage2_scale_factor
-    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
-
-
 def cache_image_size(cfg) -> Tuple[int, int]:
     """``(h, w)`` the training images are stored at: the finest either stage ever samples them.
 
@@ -93,127 +83,6 @@ def cache_image_size(cfg) -> Tuple[int, int]:
         need.append(max(a.resize_ratio_range) * a.stage1_scale_factor)
     f = max(max(need), 1.0)
     return int(math.ceil(cfg.imgsz[0] * f)), int(math.ceil(cfg.imgsz[1] * f))
-
-
-class _Sampler:
-    """Makes one augmented sample from ``(k, index)``: ``k`` is the sample's position in the stream
-    (it seeds the sample's random numbers), ``index`` the image."""
-
-    def __init__(self, records, source: ImageSource, cfg, stage: int, seed: int, per_sample_boxes: int,
-                 pool: Sequence[int]):
-        self.source = source
-        # The images the stream draws (indices into records); Mosaic partners come from them too.
-        self.pool = tf.constant(np.asarray(pool, np.int64))
-        self.n = len(pool)
-        self.out_hw = (int(cfg.imgsz[0]), int(cfg.imgsz[1]))
-        self.seed = int(seed)
-        a = cfg.augment
-        self.mosaic, _, self.ratio_range, self.scale_factor = _stage_settings(cfg, stage)
-        self.mosaic_prob = float(a.mosaic_prob)
-        self.flip_prob = float(a.flip_prob)
-        self.hsv_gains = [float(g) for g in a.hsv_gains]
-        self.pad_val = int(a.pad_val)
-        self.min_size = float(a.min_box_size)
-        self.max_boxes = int(per_sample_boxes)
-        self.crop_tries = 1 if a.allow_negative_crop else max(1, int(a.negative_crop_retries) + 1)
-        counts = np.array([len(r.labels) for r in records], np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        boxes = np.concatenate([np.zeros((0, 4), np.float32)]
-                               + [np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in records])
-        labels = np.concatenate([np.zeros((0,), np.int32)]
-                                + [np.asarray(r.labels, np.int32).reshape(-1) for r in records])
-        self.boxes, self.labels = tf.constant(boxes), tf.constant(labels)
-        self.starts, self.counts = tf.constant(starts), tf.constant(counts)
-        self.rec_wh = tf.constant(np.array([[r.width, r.height] for r in records], np.float32).reshape(-1, 2))
-
-    def _boxes_of(self, index):
-        s, c = self.starts[index], self.counts[index]
-        return self.boxes[s:s + c], self.labels[s:s + c]
-
-    def _crop_flip(self, p, canvas_hw, u):
-        h, w = self.out_hw
-        p, (crop_h, crop_w) = T.random_crop_placements(p, canvas_hw, (h, w), u[7:9])
-        p = tf.where(u[9] < self.flip_prob, T.hflip_placement(p, crop_w), p)
-        return p, (crop_h, crop_w)
-
-    def _draw(self, indices, p):
-        """Render the images ``indices`` by placements ``p`` (record pixels -> output) and map their boxes."""
-        sources, render_p, all_boxes, all_labels, valid = [], [], [], [], []
-        for k, index in enumerate(indices):
-            image, scale = self.source.get(index)
-            sources.append(image)
-            render_p.append(T.resize_source(p[k], scale[0], scale[1]))
-            b, lab = self._boxes_of(index)
-            b, v = T.transform_boxes(b, p[k], self.min_size)
-            all_boxes.append(b)
-            all_labels.append(lab)
-            valid.append(v)
-        image = T.render(sources, tf.stack(render_p), self.out_hw, self.pad_val)
-        return image, tf.concat(all_boxes, 0), tf.concat(all_labels, 0), tf.concat(valid, 0)
-
-    def _mosaic(self, index, u):
-        h, w = self.out_hw
-        partners = tf.gather(self.pool, tf.minimum(tf.cast(u[1:4] * self.n, tf.int64), self.n - 1))
-        indices = [index] + [partners[i] for i in range(3)]
-        wh = tf.gather(self.rec_wh, tf.stack(indices))
-        fit_h, fit_w = T.keep_ratio_size(wh[:, 1], wh[:, 0], h, w, rounding="floor")
-        center = (tf.floor((0.5 + u[4]) * w), tf.floor((0.5 + u[5]) * h))
-        p = T.mosaic_placements(wh, tf.stack([fit_w, fit_h], -1), center, (h, w))
-        ratio = self.ratio_range[0] + u[6] * (self.ratio_range[1] - self.ratio_range[0])
-        new_w, new_h = tf.floor(2.0 * w * ratio + 0.5), tf.floor(2.0 * h * ratio + 0.5)
-        p = T.scale_placement(p, new_w / (2.0 * w), new_h / (2.0 * h))
-        p, crop = self._crop_flip(p, (new_h, new_w), u)
-        return self._draw(indices, p) + crop
-
-    def _single(self, index, u):
-        h, w = self.out_hw
-        wh = self.rec_wh[index]
-        ratio = self.ratio_range[0] + u[6] * (self.ratio_range[1] - self.ratio_range[0])
-        target_w = tf.floor(self.scale_factor * w * ratio)
-        target_h = tf.floor(self.scale_factor * h * ratio)
-        new_h, new_w = T.keep_ratio_size(wh[1], wh[0], target_h, target_w, rounding="round")
-        p = T.place(wh[0], wh[1], new_w / wh[0], new_h / wh[1], 0.0, 0.0)[None]
-        p, crop = self._crop_flip(p, (new_h, new_w), u)
-        return self._draw([index], p) + crop
-
-    def _sample(self, k, index, attempt):
-        # Attempt 0 uses the stream position's own numbers; a retry draws new ones from (k, attempt).
-        u = tf.random.stateless_uniform([_U], seed=tf.stack([tf.constant(self.seed, tf.int64),
-                                                             2 * k + attempt * (1 << 40)]))
-        if self.mosaic:
-            if self.mosaic_prob >= 1.0:
-                image, boxes, labels, valid, crop_h, crop_w = self._mosaic(index, u)
-            else:
-                image, boxes, labels, valid, crop_h, crop_w = tf.cond(
-                    u[0] <= self.mosaic_prob, lambda: self._mosaic(index, u), lambda: self._single(index, u))
-        else:
-            image, boxes, labels, valid, crop_h, crop_w = self._single(index, u)
-        crop_hi, crop_wi = tf.cast(crop_h, tf.int32), tf.cast(crop_w, tf.int32)
-        region = image[:crop_hi, :crop_wi]
-        if any(self.hsv_gains):
-            region = T.hsv_jitter(region, T.sample_hsv_gains(u[10:16], self.hsv_gains))
-        image = T.to_uint8(T.pad_to(region, (crop_hi, crop_wi), self.out_hw, self.pad_val))
-        boxes, labels, dropped = T.pack_boxes(boxes, labels, valid, self.max_boxes)
-        return image, boxes, labels, dropped
-
-    def __call__(self, k, index):
-        """One sample. Unless ``allow_negative_crop``, a sample whose image had boxes but whose crop kept
-        none is drawn again with new random numbers (mmdetection's RandomCrop returns nothing then and the
-        loader takes another image), up to ``negative_crop_retries`` times; the last draw is kept."""
-        sample = self._sample(k, index, tf.constant(0, tf.int64))
-        if self.crop_tries == 1:
-            return sample
-        had_boxes = self.counts[index] > 0
-
-        def retry(attempt, *sample):
-            return (attempt + 1, *self._sample(k, index, attempt + 1))
-
-        def empty(attempt, image, boxes, labels, dropped):
-            return tf.logical_and(attempt < self.crop_tries - 1,
-                                  tf.logical_and(had_boxes, tf.reduce_all(labels < 0)))
-
-        out = tf.while_loop(empty, retry, (tf.constant(0, tf.int64), *sample), maximum_iterations=self.crop_tries)
-        return out[1:]
 
 
 def _index_stream(n: int, seed: int, shuffle: bool) -> tf.data.Dataset:
@@ -268,7 +137,7 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
         image_source: where pixels come from (default: an in-memory cache when
             ``cfg.augment.cache_images`` and it fits ``cache_budget_bytes``, else the files).
         start_step: global batches of the stream to skip (a resumed run continues where it stopped).
-        shard: ``(plan, worker)``, a :class:`~rtmdet_keras.training.distribute.ShardPlan` and this
+        shard: ``(plan, worker)``, a ``ShardPlan`` (:mod:`rtmdet_keras.training.distribute`) and this
             worker's index: the stream keeps only the worker's share of each global batch, in batches of
             ``plan.per_replica`` (see :mod:`rtmdet_keras.training.distribute`); None: one machine.
     Returns:
@@ -293,10 +162,7 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
         raise ValueError(f"the shard plan splits a global batch of {plan.global_batch}, the config's batch_size "
                          f"is {global_batch}")
     batch = plan.per_replica if plan is not None else global_batch
-    # Each batch of the stream gets a number unique over the cluster (MixUp seeds); one machine: 0, 1, 2...
-    replicas = plan.workers * plan.replicas_per_worker if plan is not None else 1
-    per_worker = plan.replicas_per_worker if plan is not None else 1
-    mosaic, mixup, _, _ = _stage_settings(cfg, stage)
+    mosaic, mixup, _, _ = stage_settings(cfg, stage)
     if max_boxes is None:
         per_sample, max_boxes = _derive_max_boxes(records, mosaic, mixup, MAX_BOXES_CAP)
     else:
@@ -305,10 +171,36 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
     if image_source is None:
         image_source = image_source_for(dataset, cache_image_size(cfg), use_cache=bool(cfg.augment.cache_images),
                                         budget_bytes=cache_budget_bytes)
-    sampler = _Sampler(records, image_source, cfg, stage, seed, per_sample, pool)
+    sampler = Sampler(records, image_source, cfg, stage, seed, per_sample, pool)
     with tf.init_scope(), tf.device("/CPU:0"):
         counters = (tf.Variable(0, dtype=tf.int64, trainable=False, name="dropped_boxes"),
                     tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_with_dropped_boxes"))
+    finish_batch = _batch_finisher(cfg, mixup, seed, start_step, shard, batch, max_boxes, counters)
+    ds = _index_stream(len(pool), seed, shuffle).enumerate()
+    if start_step:
+        ds = ds.skip(int(start_step) * global_batch)
+    if plan is not None and plan.workers > 1:
+        ds = ds.filter(lambda k, i: worker_takes(k, plan, worker))
+    ds = ds.map(lambda k, i: sampler(k, sampler.pool[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
+    if int(cfg.workers) > 0:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(cfg.workers)
+        ds = ds.with_options(options)
+    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / global_batch)), max_boxes=max_boxes,
+                         stage=stage, batch_size=batch, num_images=len(pool),
+                         cached=not isinstance(image_source, FileImages),
+                         cache_bytes=int(getattr(image_source, "nbytes", 0)),
+                         empty_images_left_out=len(records) - len(pool), _counters=counters)
+
+
+def _batch_finisher(cfg, mixup: bool, seed: int, start_step: int, shard, batch: int, max_boxes: int, counters):
+    """The last step of the training stream, on ``(batch number j, batched samples)``: MixUp within the
+    batch (when ``mixup``), then the count and report of the boxes dropped beyond ``max_boxes``."""
+    plan, worker = shard if shard is not None else (None, 0)
+    # Each batch of the stream gets a number unique over the cluster (MixUp seeds); one machine: 0, 1, 2...
+    replicas = plan.workers * plan.replicas_per_worker if plan is not None else 1
+    per_worker = plan.replicas_per_worker if plan is not None else 1
     mixup_prob = float(cfg.augment.mixup_prob)
 
     def finish_batch(j, sample):
@@ -326,24 +218,7 @@ def build_train_pipeline(dataset, cfg, stage: int = 1, seed: Optional[int] = Non
             images = tf.identity(images)
         return images, {"boxes": boxes, "labels": labels}
 
-    ds = _index_stream(len(pool), seed, shuffle).enumerate()
-    if start_step:
-        ds = ds.skip(int(start_step) * global_batch)
-    if plan is not None and plan.workers > 1:
-        from rtmdet_keras.training.distribute import worker_takes
-
-        ds = ds.filter(lambda k, i: worker_takes(k, plan, worker))
-    ds = ds.map(lambda k, i: sampler(k, sampler.pool[i]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch, drop_remainder=True).enumerate().map(finish_batch).prefetch(tf.data.AUTOTUNE)
-    if int(cfg.workers) > 0:
-        options = tf.data.Options()
-        options.threading.private_threadpool_size = int(cfg.workers)
-        ds = ds.with_options(options)
-    return TrainPipeline(dataset=ds, steps_per_epoch=max(1, math.ceil(len(pool) / global_batch)), max_boxes=max_boxes,
-                         stage=stage, batch_size=batch, num_images=len(pool),
-                         cached=not isinstance(image_source, FileImages),
-                         cache_bytes=int(getattr(image_source, "nbytes", 0)),
-                         empty_images_left_out=len(records) - len(pool), _counters=counters)
+    return finish_batch
 
 
 def build_stage_pipelines(dataset, cfg, start_steps: Tuple[int, int] = (0, 0),

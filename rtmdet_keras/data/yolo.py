@@ -180,26 +180,8 @@ def _parse_label_file(path: Path, num_classes: int, log: SkipLog) -> np.ndarray:
     return np.asarray(rows, np.float64).reshape(-1, 5)
 
 
-def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
-              class_names: Optional[Sequence[str]] = None, verify_images: bool = True) -> DetectionDataset:
-    """Read one split of a YOLO txt data set.
-
-    Args:
-        source: the ``data.yaml`` (its ``train`` or ``val`` entry is read), or a folder of images
-            whose labels follow Ultralytics' images -> labels rule.
-        split: ``"train"`` or ``"val"`` (``"valid"``/``"test"`` are taken from the yaml too).
-        num_classes: when given, must equal the number of names.
-        class_names: used when the yaml has no ``names`` or ``source`` is a folder; otherwise the
-            yaml's names are used (and :func:`load_split` checks the two agree).
-        verify_images: decode every image once now, so corrupt files are skipped here.
-    Returns:
-        A :class:`DetectionDataset` with boxes xyxy in pixels; image ids are positions in the sorted
-        image list; ``category_ids`` are ``0..num_classes-1``.
-    Raises:
-        DatasetError: unreadable yaml, missing split or path, class index out of range, pixel
-            coordinates, no label files at all, or no readable image.
-    """
-    source = Path(source)
+def _split_source(source: Path, split: str):
+    """``(image paths, class names from the yaml or None)`` of ``split`` from a data.yaml or an image folder."""
     names: Optional[List[str]] = None
     if source.is_dir():
         images = list_images(source)
@@ -226,6 +208,11 @@ def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
             if "nc" in spec and spec["nc"] is not None and int(spec["nc"]) != len(names):
                 raise DatasetError(f"{source}: nc is {spec['nc']} but 'names' lists {len(names)} classes "
                                    f"({', '.join(map(repr, names))}). Make them agree.")
+    return images, names
+
+
+def _class_names(source: Path, names, class_names, num_classes) -> List[str]:
+    """The yaml's ``names``, else the config's ``class_names``, else ``class_i``; checked against ``num_classes``."""
     if names is None:
         if class_names is not None:
             names = [str(n) for n in class_names]
@@ -239,11 +226,11 @@ def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
             f"{source}: the data set has {len(names)} classes ({', '.join(map(repr, names))}) but num_classes "
             f"is {num_classes}. Set num_classes={len(names)} (--cfg-options num_classes={len(names)}) or fix "
             f"'names'.")
-    if not images:
-        raise DatasetError(f"{source}: no images found for the {split} split (extensions "
-                           f"{', '.join(IMAGE_EXTENSIONS)}). Check the paths.")
+    return names
 
-    log = SkipLog()
+
+def _read_images(images, num_classes: int, log: SkipLog, verify_images: bool):
+    """``(records, label files found, label lines read)`` of ``images``; skips and repairs go to ``log``."""
     records, label_files, lines = [], 0, 0
     for image_id, path in enumerate(images):
         name = f"{path.name} (image id {image_id})"
@@ -255,7 +242,7 @@ def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
         lp = label_path(path)
         if lp.is_file():
             label_files += 1
-            rows = _parse_label_file(lp, len(names), log)
+            rows = _parse_label_file(lp, num_classes, log)
         else:
             log.add(LABEL_FILE_MISSING, str(lp))
             rows = np.zeros((0, 5))
@@ -265,6 +252,36 @@ def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
         boxes, keep = clean_boxes(xyxy, width, height, log, lambda i: f"{name}, {lp.name} box {i + 1}")
         records.append(ImageRecord(image_id=image_id, path=str(path.resolve()), width=width, height=height,
                                    boxes=boxes, labels=rows[keep, 0].astype(np.int32)))
+    return records, label_files, lines
+
+
+def read_yolo(source, split: str = "train", num_classes: Optional[int] = None,
+              class_names: Optional[Sequence[str]] = None, verify_images: bool = True) -> DetectionDataset:
+    """Read one split of a YOLO txt data set.
+
+    Args:
+        source: the ``data.yaml`` (its ``train`` or ``val`` entry is read), or a folder of images
+            whose labels follow Ultralytics' images -> labels rule.
+        split: ``"train"`` or ``"val"`` (``"valid"``/``"test"`` are taken from the yaml too).
+        num_classes: when given, must equal the number of names.
+        class_names: used when the yaml has no ``names`` or ``source`` is a folder; otherwise the
+            yaml's names are used (and :func:`load_split` checks the two agree).
+        verify_images: decode every image once now, so corrupt files are skipped here.
+    Returns:
+        A :class:`DetectionDataset` with boxes xyxy in pixels; image ids are positions in the sorted
+        image list; ``category_ids`` are ``0..num_classes-1``.
+    Raises:
+        DatasetError: unreadable yaml, missing split or path, class index out of range, pixel
+            coordinates, no label files at all, or no readable image.
+    """
+    source = Path(source)
+    images, names = _split_source(source, split)
+    names = _class_names(source, names, class_names, num_classes)
+    if not images:
+        raise DatasetError(f"{source}: no images found for the {split} split (extensions "
+                           f"{', '.join(IMAGE_EXTENSIONS)}). Check the paths.")
+    log = SkipLog()
+    records, label_files, lines = _read_images(images, len(names), log, verify_images)
     if not records:
         raise DatasetError(
             f"{source}: none of the {len(images)} images of the {split} split could be read "

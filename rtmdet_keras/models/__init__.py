@@ -16,8 +16,8 @@ if sys.argv[:1] == ["-m"]:
     import_tensorflow_quietly()
 
 from rtmdet_keras.models.layers import HardSigmoid, InputNormalization, NearestUpsample  # noqa: E402
-from rtmdet_keras.models.rtmdet import build_model, model_metadata, output_names  # noqa: E402
-from rtmdet_keras.models.twin import build_twin, tf_keras_custom_objects, transfer_weights  # noqa: E402
+from rtmdet_keras.models.rtmdet import build_model, build_twin, model_metadata, output_names  # noqa: E402
+from rtmdet_keras.models.twin import tf_keras_custom_objects, transfer_weights  # noqa: E402
 
 __all__ = [
     "build_model", "build_twin", "model_metadata", "output_names", "transfer_weights", "tf_keras_custom_objects",

@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from typing import List
 
+import keras
+import numpy as np
+
+from rtmdet_keras.models.layers import InputNormalization
+
 # Layers between the normalisation and the first convolution that treat every channel alike, so the
 # reversal passes through them unchanged.
 CHANNEL_AGNOSTIC = ("ZeroPadding2D", "Identity")
@@ -58,8 +63,6 @@ def reversal_targets(model, norm) -> List:
 
 def find_bgr_normalization(model):
     """The model's :class:`InputNormalization` layer with ``channel_order="bgr"``, or None."""
-    from rtmdet_keras.models.layers import InputNormalization
-
     found = [l for l in model.layers if isinstance(l, InputNormalization) and l.channel_order == "bgr"]
     if len(found) > 1:
         raise ValueError(f"{model.name}: {len(found)} BGR input normalisations ({[l.name for l in found]}); "
@@ -75,11 +78,6 @@ def fold_channel_reversal(model):
     ``InputNormalization("rgb", mean[::-1], std[::-1])`` and the kernels of the convolutions that read
     it are reversed along their input-channel axis.
     """
-    import keras
-    import numpy as np
-
-    from rtmdet_keras.models.layers import InputNormalization
-
     norm = find_bgr_normalization(model)
     if norm is None:
         return model

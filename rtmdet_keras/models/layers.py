@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 PACKAGE = "rtmdet_keras"
@@ -134,8 +135,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
         outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=inputs, scale=self.gamma.value, offset=self.beta.value, mean=self.moving_mean.value,
             variance=self.moving_variance.value, epsilon=self.epsilon,

@@ -32,6 +32,7 @@ from rtmdet_keras.models.head import level_name, rtmdet_sep_bn_head
 from rtmdet_keras.models.layers import ACTIVATIONS, BuildContext, keras3_context
 from rtmdet_keras.models.mnv4 import mnv4_conv_small_backbone
 from rtmdet_keras.models.pafpn import cspnext_pafpn
+from rtmdet_keras.models.twin import tf_keras_context, transfer_weights
 
 BACKBONES = {"cspnext": cspnext_backbone, "mnv4": mnv4_conv_small_backbone}
 FRAMEWORKS = ("keras", "tf_keras")
@@ -46,8 +47,6 @@ def make_context(framework: str, model_cfg) -> BuildContext:
     if framework == "keras":
         return keras3_context(m.act, m.bn_eps, m.bn_momentum)
     if framework == "tf_keras":
-        from rtmdet_keras.models.twin import tf_keras_context  # imports tf_keras; only the twin needs it
-
         return tf_keras_context(m.act, m.bn_eps, m.bn_momentum)
     raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
 
@@ -106,3 +105,12 @@ def build_model(cfg, framework: str = "keras", share_head_convs: Optional[bool] 
         # tfmot has no quantize config for Identity, and its dict keys are the same anyway.
         outputs = {k: ctx.layers.Identity(name=k)(v) for k, v in outputs.items()}
     return ctx.Model(image, outputs, name=name or f"rtmdet_{cfg.preset}")
+
+
+def build_twin(cfg, src_model=None, name: Optional[str] = None):
+    """The tf_keras twin of ``build_model(cfg)``, head convs un-shared; with ``src_model`` (a Keras 3
+    model of the same cfg) its weights are copied in by :func:`rtmdet_keras.models.twin.transfer_weights`."""
+    twin = build_model(cfg, framework="tf_keras", share_head_convs=False, name=name)
+    if src_model is not None:
+        transfer_weights(src_model, twin)
+    return twin

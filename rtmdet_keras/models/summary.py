@@ -1,4 +1,4 @@
-"""Parameters, GFLOPs and output shapes of a built model, per part; the ``rtmdet models`` command.
+"""Parameters, GFLOPs and output shapes of a built model, per part (``rtmdet models`` prints them).
 
 Conventions (chosen to match mmdetection's published tables):
 
@@ -23,11 +23,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-import click
 import keras
 import numpy as np
-
-from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
 
 PART_LABELS = {"backbone": "backbone", "neck": "neck", "bbox_head": "head"}
 
@@ -156,25 +153,3 @@ def format_summary(model, cfg) -> str:
     decode = "exp(reg) * stride" if cfg.model.exp_on_reg else "reg * stride"
     lines.append(f"  strides {strides}; box distances ltrb = {decode}; class scores = sigmoid(cls)")
     return "\n".join(lines)
-
-
-@click.command("models", cls=VariadicCfgCommand)
-@config_options(config_required=True)
-@click.argument("positional_config", required=False, metavar="[CONFIG]")
-def summary_command(config, cfg_options, positional_config):
-    """Build a preset and print parameters and GFLOPs per part and the output shapes.
-
-    Example: rtmdet models --config tiny.yaml --cfg-options num_classes=80 imgsz='(640,640)'
-    """
-    cfg = load_config_or_exit(config, cfg_options, positional_config)
-    from rtmdet_keras.models.rtmdet import build_model
-
-    try:
-        model = build_model(cfg)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(format_summary(model, cfg))
-
-
-def main():
-    run_standalone(summary_command, "python -m rtmdet_keras.models")

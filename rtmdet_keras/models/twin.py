@@ -1,13 +1,14 @@
 """The tf_keras (Keras 2) twin of the network, for tfmot QAT, and weight transfer by layer name.
 
-tfmot 0.8.1 works only on tf_keras models. :func:`build_twin` builds the same network from the same
-builder code with tf_keras layers (``build_model(cfg, framework="tf_keras")``); the three custom
+tfmot 0.8.1 works only on tf_keras models. :func:`rtmdet_keras.models.rtmdet.build_twin` builds the same
+network from the same builder code with tf_keras layers (``build_model(cfg, framework="tf_keras")``); the three custom
 layers get tf_keras flavours here that compute exactly what the Keras 3 ones do (the hard sigmoid is
 spelled out as ``relu6(x + 3) / 6``: tf_keras' own ``hard_sigmoid`` is ``0.2x + 0.5``).
 
 The twin's head convs are never shared (``bbox_head.cls_convs.{l}.{i}.conv`` for every level ``l``):
 tfmot folds a BatchNorm only into a conv that has a single input. :func:`transfer_weights` copies a
-shared conv into each level's copy, and back (checking that the copies still agree).
+shared conv into each level's copy, and back (checking that the copies still agree), through the one
+name-keyed copier, :func:`rtmdet_keras.models.weights.match_weights`.
 
 tf_keras is imported only when a twin is built; nothing here imports tensorflow_model_optimization
 (importing it makes ``tf.keras`` tf_keras for the rest of the process).
@@ -16,24 +17,19 @@ tf_keras is imported only when a twin is built; nothing here imports tensorflow_
 from __future__ import annotations
 
 import functools
-import re
 from types import SimpleNamespace
-from typing import Dict, List, Optional
-
-import numpy as np
+from typing import Dict, List
 
 from rtmdet_keras.models.layers import PACKAGE, BuildContext
-
-# A head tower conv: bbox_head.{cls,reg}_convs.{level}.{i}.conv. Shared, it exists only at level 0.
-_HEAD_TOWER_CONV = re.compile(r"^(bbox_head\.(?:cls|reg)_convs\.)(\d+)(\.\d+\.conv)$")
+from rtmdet_keras.models.weights import match_weights, named_weights, weighted_layers
 
 
 @functools.lru_cache(maxsize=None)
 def tf_keras_custom_layers() -> SimpleNamespace:
     """The tf_keras flavours of ``InputNormalization``, ``NearestUpsample`` and ``HardSigmoid``,
     registered with tf_keras' serialisation under the same names as the Keras 3 ones."""
-    import tensorflow as tf
-    import tf_keras
+    import tensorflow as tf  # lazy: only a twin needs these layers
+    import tf_keras  # lazy: tf_keras loads only when a twin is built
 
     register = tf_keras.utils.register_keras_serializable(package=PACKAGE)
 
@@ -104,33 +100,9 @@ def tf_keras_custom_objects() -> Dict[str, type]:
 
 def tf_keras_context(act: str = "silu", bn_eps: float = 1e-5, bn_momentum: float = 0.9) -> BuildContext:
     """A :class:`BuildContext` that builds tf_keras layers."""
-    import tf_keras
+    import tf_keras  # lazy: tf_keras loads only when a twin is built
 
     return BuildContext("tf_keras", tf_keras, tf_keras_custom_layers(), act, bn_eps, bn_momentum)
-
-
-def build_twin(cfg, src_model=None, name: Optional[str] = None):
-    """The tf_keras twin of ``build_model(cfg)``, head convs un-shared; with ``src_model`` (a Keras 3
-    model of the same cfg) its weights are copied in by :func:`transfer_weights`."""
-    from rtmdet_keras.models.rtmdet import build_model
-
-    twin = build_model(cfg, framework="tf_keras", share_head_convs=False, name=name)
-    if src_model is not None:
-        transfer_weights(src_model, twin)
-    return twin
-
-
-def _weighted_layers(model) -> Dict[str, object]:
-    return {layer.name: layer for layer in model.layers if layer.weights}
-
-
-def shared_conv_name(name: str) -> Optional[str]:
-    """Level-0 name of a head tower conv (``bbox_head.cls_convs.2.1.conv`` -> ``...cls_convs.0.1.conv``);
-    None for any other layer or a level-0 conv."""
-    match = _HEAD_TOWER_CONV.match(name)
-    if not match or match.group(2) == "0":
-        return None
-    return f"{match.group(1)}0{match.group(3)}"
 
 
 def transfer_weights(src_model, dst_model, on_diverged_shared: str = "error", atol: float = 0.0) -> List[str]:
@@ -148,54 +120,28 @@ def transfer_weights(src_model, dst_model, on_diverged_shared: str = "error", at
         ValueError: listing destination layers with no source, source layers that went nowhere,
             shape mismatches, or diverged shared copies.
     """
-    if on_diverged_shared not in ("error", "first", "mean"):
-        raise ValueError(f"on_diverged_shared must be 'error', 'first' or 'mean', got {on_diverged_shared!r}")
-    src = _weighted_layers(src_model)
-    dst = _weighted_layers(dst_model)
-
-    # Which source layers feed each destination layer (more than one: un-shared -> shared).
-    sources: Dict[str, List[str]] = {}
-    unmatched_dst = []
-    for name in dst:
-        if name in src:
-            sources[name] = [name]
-        elif shared_conv_name(name) in src:
-            sources[name] = [shared_conv_name(name)]
-        else:
-            unmatched_dst.append(name)
-    for name in src:
-        base = shared_conv_name(name)
-        if name not in dst and base in dst and base in sources:
-            sources[base].append(name)
-    used = {s for names in sources.values() for s in names}
-    unused_src = [n for n in src if n not in used]
+    src = weighted_layers(src_model)
+    match = match_weights(weighted_layers(dst_model), named_weights(src_model), merge=on_diverged_shared, atol=atol)
+    unmatched_dst = list(dict.fromkeys(k.rpartition("/")[0] for k in match.missing))
+    unused_src = list(dict.fromkeys(k.rpartition("/")[0] for k in match.leftover(named_weights(src_model))))
     if unmatched_dst or unused_src:
         raise ValueError(
             f"transfer_weights({src_model.name} -> {dst_model.name}): layers do not match by name. "
             f"Destination layers without a source ({len(unmatched_dst)}): {unmatched_dst}. "
             f"Source layers without a destination ({len(unused_src)}): {unused_src}. "
             "Were the two models built from the same config?")
-
     problems = []
-    new_weights = {}
-    for name, names in sources.items():
-        values = [[np.asarray(w) for w in src[n].get_weights()] for n in names]
-        want = [tuple(w.shape) for w in dst[name].get_weights()]
-        got = [tuple(w.shape) for w in values[0]]
-        if want != got:
-            problems.append(f"{name}: shapes {got} in {src_model.name} vs {want} in {dst_model.name}")
-            continue
-        if len(values) > 1:
-            spread = max(float(np.max(np.abs(a - b))) for v in values[1:] for a, b in zip(v, values[0]))
-            if spread > atol and on_diverged_shared == "error":
-                problems.append(f"{name}: the per-level copies {names} differ by up to {spread:.3g}; "
-                                "pass on_diverged_shared='first' or 'mean' to merge them")
-                continue
-            if on_diverged_shared == "mean":
-                values = [[np.mean(ws, axis=0) for ws in zip(*values)]]
-        new_weights[name] = values[0]
+    for name in dict.fromkeys(name for name, _ in match.wrong_shape):
+        key = next(k for n, k in match.wrong_shape if n == name)
+        got = [tuple(w.shape) for w in src[key.rpartition("/")[0]].get_weights()]
+        want = [tuple(w.shape) for w in match.layers[name].get_weights()]
+        problems.append(f"{name}: shapes {got} in {src_model.name} vs {want} in {dst_model.name}")
+    for name in dict.fromkeys(name for name, *_ in match.diverged):
+        key = next(k for n, k, *_ in match.diverged if n == name)
+        names = list(dict.fromkeys([key.rpartition("/")[0]] + [k.rpartition("/")[0] for k in match.levels[name]]))
+        spread = max(d for n, *_, d in match.diverged if n == name)
+        problems.append(f"{name}: the per-level copies {names} differ by up to {spread:.3g}; "
+                        "pass on_diverged_shared='first' or 'mean' to merge them")
     if problems:
         raise ValueError("transfer_weights: " + "; ".join(problems))
-    for name, weights in new_weights.items():
-        dst[name].set_weights(weights)
-    return list(new_weights)
+    return match.apply()

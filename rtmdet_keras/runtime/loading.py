@@ -16,7 +16,7 @@ import click
 import keras
 import tensorflow as tf
 
-from rtmdet_keras.checkpoint_convert import TORCH_SUFFIXES, CheckpointError, is_named_weights_file, load_weights
+from rtmdet_keras.models.pretrained import TORCH_SUFFIXES, CheckpointError, is_named_weights_file, load_weights
 from rtmdet_keras.models import build_model  # the package registers its custom layers for load_model
 from rtmdet_keras.runtime.layout import ExportError, check_layout_shapes
 from rtmdet_keras.training.checkpoint import load_training_state
@@ -32,7 +32,7 @@ class ModelLoadError(ValueError):
 
 def model_kind(path) -> str:
     """``"tflite"``, ``"keras"``, ``"checkpoint"`` (``epoch_N.ckpt.npz``), ``"saved_model"`` or ``"weights"``
-    (an mmdetection/SSCMA ``.pth`` or a converted ``.npz``: :mod:`rtmdet_keras.checkpoint_convert`)."""
+    (an mmdetection/SSCMA ``.pth`` or a converted ``.npz``: :mod:`rtmdet_keras.models.pretrained`)."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").exists():

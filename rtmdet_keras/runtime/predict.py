@@ -5,7 +5,7 @@
 through the evaluation transform (letterbox), the model and
 :func:`~rtmdet_keras.postprocess.decode_and_nms` (:func:`~rtmdet_keras.postprocess.runner_step`);
 detections scoring at least ``score_thr`` are drawn with their class names and scores
-(:func:`~rtmdet_keras.data.browse.draw_detections`) and written to ``DIR/detections.json`` in
+(:func:`~rtmdet_keras.data.draw.draw_detections`) and written to ``DIR/detections.json`` in
 original-image pixels (xyxy). The command: :mod:`rtmdet_keras.commands.predict`.
 """
 
@@ -19,7 +19,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from rtmdet_keras.data.browse import draw_detections
+from rtmdet_keras.data.draw import draw_detections
 from rtmdet_keras.data.images import IMAGE_EXTENSIONS, ImageReadError, load_image
 from rtmdet_keras.data.pipeline import boxes_to_original, letterbox
 from rtmdet_keras.postprocess import image_detections, runner_step

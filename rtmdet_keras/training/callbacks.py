@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rtmdet_keras.data.browse import draw_detections
+from rtmdet_keras.data.draw import draw_detections
 from rtmdet_keras.data.images import load_image
 from rtmdet_keras.evaluation import evaluate_detections
 from rtmdet_keras.files import atomic_write

@@ -38,6 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rtmdet_keras.data.shard import worker_takes  # noqa: F401 (part of this module's interface)
+
 
 @dataclass(frozen=True)
 class WorkerRole:
@@ -110,11 +112,6 @@ def shard_plan(global_batch: int, workers: int = 1, replicas_per_worker: int = 1
         raise ValueError(f"batch_size {global_batch} (the global batch) is not divisible by the {replicas} replicas "
                          f"({workers} workers x {replicas_per_worker}); set batch_size to a multiple of {replicas}")
     return ShardPlan(global_batch, workers, replicas_per_worker, global_batch // workers, global_batch // replicas)
-
-
-def worker_takes(k, plan: ShardPlan, worker: int):
-    """Whether stream position ``k`` (int or int64 tensor) belongs to ``worker``'s share."""
-    return (k % plan.global_batch) // plan.per_worker == worker
 
 
 def distribute_train_dataset(strategy, dataset, role: WorkerRole):

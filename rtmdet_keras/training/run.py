@@ -21,18 +21,19 @@ import click
 import keras
 import tensorflow as tf
 
-from rtmdet_keras.checkpoint_convert import check_weights_file, load_pretrained
 from rtmdet_keras.data import load_split
 from rtmdet_keras.data.check import format_report
 from rtmdet_keras.data.pipeline import build_stage_pipelines, training_pool
 from rtmdet_keras.models import build_model
+from rtmdet_keras.models.pretrained import check_weights_file, load_pretrained
+from rtmdet_keras.postprocess import make_dataset_predictor
 from rtmdet_keras.training.callbacks import (
     CocoEarlyStopping, CocoEvalCallback, ContinuousCallbacks, LearningRateLogger, NanGuard, TensorBoardWriter,
 )
 from rtmdet_keras.training.checkpoint import (
     CheckpointCallback, latest_checkpoint, restore_training_state, run_checkpoints,
 )
-from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
+from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
 from rtmdet_keras.training.distribute import (
     SyncBatchNormStatistics, broadcast_from_chief, distribute_train_dataset, remove_temporary_work_dir, shard_plan,
     stream_start, sync_from_chief, temporary_work_dir, worker_role,

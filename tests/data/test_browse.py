@@ -5,7 +5,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rtmdet_keras.cli import main
-from rtmdet_keras.data.browse import browse_command, class_colour, draw_detections
+from rtmdet_keras.commands.browse import browse_command
+from rtmdet_keras.data.draw import class_colour, draw_detections
 
 
 def test_draw_detections_draws_box_edges_in_class_colour_on_a_copy():

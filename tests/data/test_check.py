@@ -6,7 +6,8 @@ import sys
 import numpy as np
 from click.testing import CliRunner
 
-from rtmdet_keras.data.check import check_data_command, dataset_stats, format_report, size_histogram
+from rtmdet_keras.commands.check_data import check_data_command
+from rtmdet_keras.data.check import dataset_stats, format_report, size_histogram
 from rtmdet_keras.data.records import BOX_CLIPPED, MISSING_IMAGE, DetectionDataset, ImageRecord
 
 

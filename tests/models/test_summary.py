@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from rtmdet_keras import load_config
 from rtmdet_keras.cli import main as cli_main
-from rtmdet_keras.models.summary import count_macs, count_parameters, summary_command
+from rtmdet_keras.commands.models import summary_command
+from rtmdet_keras.models.summary import count_macs, count_parameters
 from tests.models.helpers import build_symbolic, free
 from tests.models.test_rtmdet import rtmdet_param_count
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from rtmdet_keras.models import build_model, build_twin, transfer_weights
-from rtmdet_keras.models.twin import shared_conv_name, tf_keras_custom_objects
+from rtmdet_keras.models.twin import tf_keras_custom_objects
+from rtmdet_keras.models.weights import shared_conv_name
 from tests.models.helpers import free, max_rel_diff, randomize_weights, small_cfg
 
 

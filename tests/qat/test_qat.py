@@ -94,8 +94,8 @@ def _worker(data_root, work_dir, out_json):
     # work_dirs/<SSCMA config>/epoch_50, converted to .npz (CI has no torch) and given under SSCMA's config
     # name; so this run is also the seed's QAT command on an SSCMA checkpoint (test_qat_on_an_sscma_checkpoint).
     from rtmdet_keras import load_config
-    from rtmdet_keras.checkpoint_convert import convert_checkpoint
-    from tests.test_sscma_checkpoint import sscma_state_dict_of
+    from rtmdet_keras.models.pretrained import convert_checkpoint
+    from tests.models.test_sscma_checkpoint import sscma_state_dict_of
 
     lines = []
     sscma = "rtmdet_nano_8xb32_300e_coco"

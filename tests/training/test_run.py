@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rtmdet_keras.checkpoint_convert import CheckpointError
 from rtmdet_keras.commands.train import train_command
 from rtmdet_keras.config import load_config
+from rtmdet_keras.models.pretrained import CheckpointError
 from rtmdet_keras.training import checkpoint as ckpt_module
 from rtmdet_keras.training.callbacks import TrainingDiverged
 from rtmdet_keras.training.checkpoint import epoch_checkpoints, latest_checkpoint, read_checkpoint_meta

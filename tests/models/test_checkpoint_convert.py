@@ -1,4 +1,4 @@
-"""Loading mmdetection RTMDet / CSPNeXt checkpoints (rtmdet_keras/checkpoint_convert.py).
+"""Loading mmdetection RTMDet / CSPNeXt checkpoints (rtmdet_keras/models/pretrained.py and its parts).
 
 The state dicts here are synthetic, built from an independent description of mmdetection's module
 tree for RTMDet-tiny (below, written from mmdetection's CSPNeXt / CSPNeXtPAFPN / RTMDetSepBNHead and
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from rtmdet_keras import load_config
-from rtmdet_keras.checkpoint_convert import (
-    CheckpointError, extract_state_dict, load_pretrained, load_weights, named_weights, read_named_weights,
-    read_torch_checkpoint, save_named_weights,
-)
+from rtmdet_keras.models.checkpoint_layout import CheckpointError
+from rtmdet_keras.models.checkpoint_torch import extract_state_dict, read_torch_checkpoint
+from rtmdet_keras.models.named_weights_file import read_named_weights, save_named_weights
+from rtmdet_keras.models.pretrained import load_pretrained, load_weights
+from rtmdet_keras.models.weights import named_weights
 
 # --------------------------------------------------------------------------------------------
 # mmdetection's RTMDet-tiny as (key, shape), from its module tree
@@ -404,7 +405,7 @@ def test_pth_without_torch_says_how_to_install(tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from rtmdet_keras.checkpoint_convert import convert_command
+    from rtmdet_keras.commands.convert import convert_command
 
     r = CliRunner().invoke(convert_command, [str(path), str(tmp_path / "out.npz"), "--config", "tiny"])
     assert r.exit_code == 1 and "pip install 'rtmdet_keras[convert]'" in r.output and "Traceback" not in r.output
@@ -532,7 +533,7 @@ def test_torch_pth_file_and_convert_command(tmp_path):
     torch = pytest.importorskip("torch")
     from click.testing import CliRunner
 
-    from rtmdet_keras.checkpoint_convert import convert_command
+    from rtmdet_keras.commands.convert import convert_command
 
     sd = random_state_dict(80, seed=4)
     state = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}

@@ -1,7 +1,7 @@
 """SSCMA (mmyolo-layout) RTMDet checkpoints: names, one-to-one loads, errors, config aliases, outputs.
 
 The state dicts are synthetic, described here from SSCMA's module tree (Seeed-Studio/ModelAssistant:
-CSPNeXt, CSPNeXtPAFPN on BaseYOLONeck, RTMDetHead.head_module; see tests/sscma_reference.py), not from the
+CSPNeXt, CSPNeXtPAFPN on BaseYOLONeck, RTMDetHead.head_module; see tests/models/sscma_reference.py), not from the
 Keras layer names. The ``torch`` tests check the description against a PyTorch module with SSCMA's
 attribute names and compare its outputs with the converted Keras model's.
 """
@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from rtmdet_keras import load_config
-from rtmdet_keras.checkpoint_convert import (
-    CheckpointError, convert_checkpoint, detect_layout, load_weights, named_weights, read_named_weights,
-)
-from tests.test_checkpoint_convert import conv_module, csp_layer, keras_key, to_keras_layout
+from rtmdet_keras.models.checkpoint_layout import CheckpointError, detect_layout
+from rtmdet_keras.models.named_weights_file import read_named_weights
+from rtmdet_keras.models.pretrained import convert_checkpoint, load_weights
+from rtmdet_keras.models.weights import named_weights
+from tests.models.test_checkpoint_convert import conv_module, csp_layer, keras_key, to_keras_layout
 
 # --------------------------------------------------------------------------------------------
 # SSCMA's nets as (key, shape), in state_dict order
@@ -94,7 +95,7 @@ def sscma_state_dict(config, num_classes=2, seed=0):
 def sscma_state_dict_of(network, config, num_classes=2):
     """``network``'s weights as SSCMA would save them: SSCMA's keys (from the description above) in
     PyTorch layout, e.g. to hand a Keras model with chosen weights to a command as an SSCMA checkpoint."""
-    from rtmdet_keras.checkpoint_convert import named_weights
+    from rtmdet_keras.models.weights import named_weights
 
     table = named_weights(network)
     sd = {}
@@ -307,7 +308,7 @@ def test_keras_weights_written_in_sscma_layout_come_back_unchanged(tmp_path, nan
 
 
 def _sscma_torch(config, num_classes, torch):
-    from tests.sscma_reference import SSCMA_NETS, RTMDet
+    from tests.models.sscma_reference import SSCMA_NETS, RTMDet
 
     d, w, attention, neck_blocks, share = SSCMA_NETS[config]
     assert SSCMA_NETS[config] == NETS[config]
@@ -366,7 +367,7 @@ def _run(args, tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
