@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from rtmdet_keras.boxes import make_priors
-from rtmdet_keras.postprocess import EvalBatchCache, decode_and_nms, detections_for_dataset
 from rtmdet_keras.training.assigner import DynamicSoftLabelAssigner
 from rtmdet_keras.training.losses import detection_losses
 
@@ -172,7 +171,3 @@ def build_optimizer(cfg, learning_rate, network) -> keras.optimizers.Optimizer:
                 no_decay.append(v)
     optimizer.exclude_from_weight_decay(var_list=no_decay)
     return optimizer
-
-
-# The predictor moved to the postprocess floor (the one predictor loop); kept importable from here.
-from rtmdet_keras.postprocess import make_dataset_predictor  # noqa: E402,F401

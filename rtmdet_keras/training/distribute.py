@@ -5,7 +5,7 @@ What a multi-worker run does differently from one machine, and where:
 - **Data.** The global batch ``cfg.batch_size`` stays the global batch: the run has the same steps per
   epoch and the same learning rate (scaled by the global batch) as on one machine. Each worker builds
   the same index stream and keeps only its share of every global batch: positions ``k`` of the stream
-  with ``(k mod B) // (B / W) == w`` (:func:`worker_takes`). Every sample is seeded by its global
+  with ``(k mod B) // (B / W) == w`` (:func:`rtmdet_keras.data.shard.worker_takes`). Every sample is seeded by its global
   position ``k``, so the workers draw distinct samples and distinct random numbers, and together they
   see exactly the samples one machine would (MixUp, which mixes within a batch, mixes within each
   replica's part). The stream reaches ``fit`` through ``distribute_datasets_from_function``: no
@@ -37,8 +37,6 @@ from typing import Optional, Sequence, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
-
-from rtmdet_keras.data.shard import worker_takes  # noqa: F401 (part of this module's interface)
 
 
 @dataclass(frozen=True)

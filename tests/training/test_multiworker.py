@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtmdet_keras.training.distribute import (
-    WorkerRole, role_from_tf_config, shard_plan, stream_start, worker_takes,
-)
+from rtmdet_keras.data.shard import worker_takes
+from rtmdet_keras.training.distribute import WorkerRole, role_from_tf_config, shard_plan, stream_start
 
 RUNNER = Path(__file__).with_name("multiworker_run.py")
 # 23 of the demo set's 24 training images have boxes: 3 global batches of 8 per epoch, 9 steps in all.

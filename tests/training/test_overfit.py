@@ -9,7 +9,8 @@ from rtmdet_keras.data import load_split
 from rtmdet_keras.data.pipeline import build_train_pipeline
 from rtmdet_keras.evaluation import evaluate_detections
 from rtmdet_keras.models import build_model
-from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer, make_dataset_predictor
+from rtmdet_keras.postprocess import make_dataset_predictor
+from rtmdet_keras.training.detector import RTMDetDetector, build_optimizer
 
 pytestmark = pytest.mark.slow
 

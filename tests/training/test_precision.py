@@ -3,7 +3,6 @@ and a float32 twin for what the run saves."""
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from rtmdet_keras.config import load_config
