@@ -15,7 +15,6 @@ the same functions.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Mapping, Optional, Sequence, Union
 
@@ -27,17 +26,6 @@ import tensorflow as tf
 EPS = 1e-6
 
 _LEVEL_KEY = re.compile(r"^(?P<prefix>.+)_p(?P<level>\d+)$")
-
-
-def level_names(strides: Sequence[int]):
-    """Level names for strides: ``[8, 16, 32] -> ["p3", "p4", "p5"]`` (stride ``2**k`` is ``pk``)."""
-    names = []
-    for s in strides:
-        k = math.log2(int(s))
-        if int(s) <= 0 or k != int(k):
-            raise ValueError(f"strides must be powers of two, got {list(strides)}")
-        names.append(f"p{int(k)}")
-    return names
 
 
 def make_priors(height: int, width: int, strides: Sequence[int], offset: float = 0.0) -> tf.Tensor:
@@ -174,7 +162,6 @@ def aligned_giou(a: tf.Tensor, b: tf.Tensor, eps: float = EPS) -> tf.Tensor:
 
 __all__ = [
     "EPS",
-    "level_names",
     "make_priors",
     "flatten_levels",
     "distances_to_boxes",

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rtmdet_keras.levels import level_names
 from rtmdet_keras.boxes import (
     aligned_giou,
     aligned_iou,
     decode_predictions,
     distances_to_boxes,
     flatten_levels,
-    level_names,
     make_priors,
     pairwise_iou,
 )

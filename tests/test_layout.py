@@ -24,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rtmdet_keras"
 
 # Bottom to top. A module belongs to the first floor with a matching pattern.
 FLOORS = [
-    ("base", ["rtmdet_keras", "rtmdet_keras.config", "rtmdet_keras.config_*", "rtmdet_keras.boxes", "rtmdet_keras.files",
+    ("base", ["rtmdet_keras", "rtmdet_keras.config", "rtmdet_keras.config_*", "rtmdet_keras.boxes", "rtmdet_keras.levels",
+              "rtmdet_keras.files",
               "rtmdet_keras.tensorflow_startup"]),
     ("data and models", ["rtmdet_keras.data", "rtmdet_keras.data.*", "rtmdet_keras.models", "rtmdet_keras.models.*"]),
     ("postprocess and evaluation", ["rtmdet_keras.postprocess", "rtmdet_keras.evaluation", "rtmdet_keras.evaluation_plots",

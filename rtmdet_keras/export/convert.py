@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rtmdet_keras.boxes import decode_predictions, flatten_levels, level_names, make_priors
+from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
 from rtmdet_keras.export.calibration import (calibration_images, fast_calibration, load_split_for,
                                                  pin_input_range)
 from rtmdet_keras.export.check import run_self_check
@@ -31,6 +31,7 @@ from rtmdet_keras.export.mcu import (format_op_table, graph_summary, int8_graph_
 from rtmdet_keras.export.metadata import export_metadata, write_json
 from rtmdet_keras.export.vela import VelaError, find_vela
 from rtmdet_keras.files import atomic_write_bytes
+from rtmdet_keras.levels import level_names
 from rtmdet_keras.models.channel_fold import find_bgr_normalization, fold_channel_reversal
 from rtmdet_keras.runtime.layout import DEFAULT_LAYOUT, INPUT_NAME, OUTPUT_LAYOUTS, ExportError
 from rtmdet_keras.runtime.loading import check_network_matches_config

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from rtmdet_keras.boxes import level_names
+from rtmdet_keras.levels import level_names
 from rtmdet_keras.files import atomic_write_text
 
 

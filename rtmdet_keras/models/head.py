@@ -23,15 +23,8 @@ from __future__ import annotations
 import math
 from typing import Dict
 
+from rtmdet_keras.levels import level_name
 from rtmdet_keras.models.layers import BuildContext, conv_bn_act, make_conv
-
-
-def level_name(stride: int) -> str:
-    """``8 -> "p3"``: the pyramid level of a stride."""
-    level = int(round(math.log2(stride)))
-    if 2 ** level != stride:
-        raise ValueError(f"model.strides must be powers of two, got {stride}")
-    return f"p{level}"
 
 
 def rtmdet_sep_bn_head(ctx: BuildContext, feats, model_cfg, num_classes: int, share_conv: bool) -> Dict[str, object]:

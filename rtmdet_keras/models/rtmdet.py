@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Optional
 
 from rtmdet_keras.models.cspnext import cspnext_backbone
-from rtmdet_keras.models.head import level_name, rtmdet_sep_bn_head
+from rtmdet_keras.levels import level_name
+from rtmdet_keras.models.head import rtmdet_sep_bn_head
 from rtmdet_keras.models.layers import ACTIVATIONS, BuildContext, keras3_context
 from rtmdet_keras.models.mnv4 import mnv4_conv_small_backbone
 from rtmdet_keras.models.pafpn import cspnext_pafpn

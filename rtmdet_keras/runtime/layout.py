@@ -16,9 +16,9 @@ exporter's.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from rtmdet_keras.levels import level_names
 
 OUTPUT_LAYOUTS = ("logits", "scores", "decoded")
 DEFAULT_LAYOUT = "logits"
@@ -29,20 +29,8 @@ class ExportError(RuntimeError):
     """The export cannot go on; the message says what was wrong and what to do."""
 
 
-def _level_names(strides):
-    """``[8, 16, 32] -> ["p3", "p4", "p5"]``, as :func:`rtmdet_keras.boxes.level_names` names them (that
-    module imports TensorFlow, which the TFLite runtime does without)."""
-    names = []
-    for s in strides:
-        k = math.log2(int(s))
-        if int(s) <= 0 or k != int(k):
-            raise ValueError(f"strides must be powers of two, got {list(strides)}")
-        names.append(f"p{int(k)}")
-    return names
-
-
 def _levels(cfg):
-    return _level_names(cfg.model.strides)
+    return level_names(cfg.model.strides)
 
 
 def detect_layout(output_names) -> str:
@@ -111,7 +99,7 @@ def layout_to_network_outputs(raw: dict, layout: str, strides=None, exp_on_reg=N
     scores, boxes = np.asarray(raw["scores"], np.float32), np.asarray(raw["boxes"], np.float32)
     b = scores.shape[0]
     out, start = {}, 0
-    for lv, s in zip(_level_names(strides), strides):
+    for lv, s in zip(level_names(strides), strides):
         gh, gw = -(-h // s), -(-w // s)
         n = gh * gw
         ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32) * s, np.arange(gw, dtype=np.float32) * s, indexing="ij")

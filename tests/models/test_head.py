@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from rtmdet_keras.models.head import level_name, rtmdet_sep_bn_head
+from rtmdet_keras.levels import level_name
+from rtmdet_keras.models.head import rtmdet_sep_bn_head
 from rtmdet_keras.models.layers import keras3_context
 from tests.models.helpers import small_cfg
 
