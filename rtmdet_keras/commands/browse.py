@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit
-from rtmdet_keras.data.browse import browse_dataset
 from rtmdet_keras.data.records import DatasetError
 
 
@@ -32,6 +31,9 @@ def browse_command(config_path, config, cfg_options, stage, out_dir, num, seed, 
     """Write augmented training samples with their boxes and class names drawn.
 
     CONFIG_PATH may also be given as --config."""
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.data.browse import browse_dataset
+
     cfg = load_config_or_exit(config, cfg_options, config_path)
     if num < 1:
         raise click.BadParameter("must be at least 1", param_hint="--num")

@@ -13,13 +13,10 @@ import json
 from pathlib import Path
 
 import click
-import tensorflow as tf
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.commands.common import command_config_and_model
 from rtmdet_keras.data.records import DatasetError
-from rtmdet_keras.runtime.evaluate import default_plots_dir, evaluate
-from rtmdet_keras.runtime.loading import ModelLoadError
 
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +51,10 @@ def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, 
     The default threshold is the one with the best F1 over all classes (summed TP, FP, FN); set
     --score-thr to the threshold the device will use to see its precision and recall.
     """
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.runtime.evaluate import default_plots_dir, evaluate
+    from rtmdet_keras.runtime.loading import ModelLoadError
+
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch")
     if score_thr is not None and not 0.0 <= score_thr <= 1.0:
@@ -93,6 +94,8 @@ def evaluate_command(args, config, cfg_options, tflite, checkpoint, batch_size, 
 
 
 def _set_tf_threads(threads: int) -> None:
+    import tensorflow as tf  # lazy: as the library, after the arguments are parsed
+
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))

@@ -14,11 +14,9 @@ import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.commands.common import command_config_and_model
-from rtmdet_keras.export.convert import (CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_FORMATS, INTEGER_FORMATS,
-                                            export_tflite)
+from rtmdet_keras.export.formats import CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_FORMATS, INTEGER_FORMATS
 from rtmdet_keras.export.vela import DEFAULT_ACCELERATOR
 from rtmdet_keras.runtime.layout import DEFAULT_LAYOUT, OUTPUT_LAYOUTS, ExportError
-from rtmdet_keras.runtime.loading import ModelLoadError, load_network
 
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,6 +64,10 @@ def export_command(args, config, cfg_options, checkpoint, imgsz, fmt, want_int8,
     python -m rtmdet_keras.export configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras --int8
     rtmdet export --config nano work_dirs/nano/epoch_300.ckpt.npz --all --imgsz 192 192
     """
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.export.convert import export_tflite
+    from rtmdet_keras.runtime.loading import ModelLoadError, load_network
+
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint,
                                                extra_overrides=[f"imgsz=[{imgsz[0]},{imgsz[1]}]"] if imgsz else None)
     if model_path.suffix == ".tflite":

@@ -6,8 +6,6 @@ from __future__ import annotations
 import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit, run_standalone
-from rtmdet_keras.models.rtmdet import build_model
-from rtmdet_keras.models.summary import format_summary
 
 
 @click.command("models", cls=VariadicCfgCommand)
@@ -18,6 +16,10 @@ def summary_command(config, cfg_options, positional_config):
 
     Example: rtmdet models --config tiny.yaml --cfg-options num_classes=80 imgsz='(640,640)'
     """
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.models.rtmdet import build_model
+    from rtmdet_keras.models.summary import format_summary
+
     cfg = load_config_or_exit(config, cfg_options, positional_config)
     try:
         model = build_model(cfg)

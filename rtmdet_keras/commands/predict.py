@@ -12,8 +12,6 @@ import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.commands.common import command_config_and_model
-from rtmdet_keras.runtime.loading import ModelLoadError
-from rtmdet_keras.runtime.predict import predict
 
 
 @click.command(cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +28,10 @@ def predict_command(model, images, config, cfg_options, out_dir, score_thr, thre
     \b
     rtmdet predict work_dirs/nano/nano_int8.tflite datasets/demo/valid --out preds --score-thr 0.3
     """
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.runtime.loading import ModelLoadError
+    from rtmdet_keras.runtime.predict import predict
+
     if not 0.0 <= score_thr <= 1.0:
         raise click.BadParameter("must be between 0 and 1", param_hint="--score-thr")
     cfg, model_path = command_config_and_model([model], config, cfg_options)

@@ -11,9 +11,7 @@ from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.data import DatasetError, ImageReadError
 from rtmdet_keras.commands.common import command_config_and_model
 from rtmdet_keras.runtime.layout import ExportError
-from rtmdet_keras.qat.run import qat
 from rtmdet_keras.qat.settings import QATError, _qat_epochs_from_options
-from rtmdet_keras.training.callbacks import TrainingDiverged
 
 
 @click.command("qat", cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +37,10 @@ def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_base
     The QAT recipe is the config's qat section; max_epochs=N on this command line sets the QAT epochs
     (as qat.epochs=N does).
     """
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.qat.run import qat
+    from rtmdet_keras.training.callbacks import TrainingDiverged
+
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint)
     _qat_epochs_from_options(cfg, cfg_options)
     if model_path.suffix == ".tflite" or model_path.is_dir():

@@ -9,10 +9,6 @@ import click
 
 from rtmdet_keras.cli import VariadicCfgCommand, config_options, load_config_or_exit
 from rtmdet_keras.data import DatasetError, ImageReadError
-from rtmdet_keras.models.pretrained import CheckpointError
-from rtmdet_keras.training.callbacks import TrainingDiverged
-from rtmdet_keras.training.run import train
-from rtmdet_keras.training.workdir import WorkDirError
 
 
 @click.command("train", cls=VariadicCfgCommand)
@@ -34,6 +30,12 @@ from rtmdet_keras.training.workdir import WorkDirError
 def train_command(config_path, config, cfg_options, work_dir, resume, exist_ok, seed, strategy, mixed_precision,
                   verbose):
     """Train a detector. CONFIG_PATH may also be given as --config."""
+    # lazy: the library (and TensorFlow) loads once the arguments are parsed, so --help answers at once
+    from rtmdet_keras.models.pretrained import CheckpointError
+    from rtmdet_keras.training.callbacks import TrainingDiverged
+    from rtmdet_keras.training.run import train
+    from rtmdet_keras.training.workdir import WorkDirError
+
     cfg = load_config_or_exit(config, cfg_options, config_path)
     try:
         train(cfg, work_dir=work_dir, resume=resume, exist_ok=exist_ok, seed=seed, strategy=strategy,

@@ -26,6 +26,8 @@ from rtmdet_keras.boxes import decode_predictions, flatten_levels, make_priors
 from rtmdet_keras.export.calibration import (calibration_images, fast_calibration, load_split_for,
                                                  pin_input_range)
 from rtmdet_keras.export.check import run_self_check
+from rtmdet_keras.export.formats import (CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_FORMATS, FORMATS,
+                                          INTEGER_FORMATS)
 from rtmdet_keras.export.mcu import (format_op_table, graph_summary, int8_graph_problems, op_report, report_c_array,
                                          report_vela)
 from rtmdet_keras.export.metadata import export_metadata, write_json
@@ -37,13 +39,6 @@ from rtmdet_keras.runtime.layout import DEFAULT_LAYOUT, INPUT_NAME, OUTPUT_LAYOU
 from rtmdet_keras.runtime.loading import check_network_matches_config
 from rtmdet_keras.runtime.tflite import TFLiteDetector
 
-DEFAULT_FORMATS = ("float32", "float16", "int8")  # --all
-# int16x8: 16-bit activations, 8-bit weights (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8),
-# run by LiteRT, TFLite Micro and Ethos-U; on request only (the reference-kernel calibration is slower).
-FORMATS = DEFAULT_FORMATS + ("int16x8",)
-INTEGER_FORMATS = ("int8", "int16x8")  # calibrated, fully integer; --c-array writes these as C arrays
-CALIBRATORS = ("fast", "tflite")  # int8 activation ranges: XNNPACK kernels, or TFLite's own calibrator
-DEFAULT_CALIBRATOR = "fast"
 TFLITE_SIGNATURE = "serving_batch1"  # the batch-1 signature converted to TFLite (and its name in the .tflite)
 
 
