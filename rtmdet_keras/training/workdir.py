@@ -23,8 +23,10 @@ from rtmdet_keras.training.checkpoint import BEST_NAME, LAST_POINTER, epoch_chec
 
 LOG_NAME = "train.log"
 RESULTS_NAME = "results.csv"
-# What a run leaves in its folder; any of them means the folder holds a run.
-RUN_FILES = ("config.yaml", LAST_POINTER, BEST_NAME, LOG_NAME, RESULTS_NAME, "train_summary.json")
+# What a run leaves in its folder; any of them means the folder holds a run. train.log alone does not:
+# a run that stopped before its data was read (a wrong data_root) leaves only that, and the next try
+# should write there, not into <work dir>2.
+RUN_FILES = ("config.yaml", LAST_POINTER, BEST_NAME, RESULTS_NAME, "train_summary.json")
 
 # Settings whose values a checkpoint's weights belong to. Other shapes would not load; another
 # activation, normalisation or stride would load and silently train a different network. The prior

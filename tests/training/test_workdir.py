@@ -20,7 +20,8 @@ def test_runs_are_numbered_like_ultralytics(tmp_path):
     chosen, note = choose_work_dir(base)
     assert chosen == tmp_path / "work_dirs" / "nano2"
     assert str(base) in note and "--exist-ok" in note and "--resume" in note
-    _used(chosen, "train.log")  # a run that died before its first checkpoint still holds its log
+    _used(chosen, "train.log")  # a run that died before its first checkpoint holds its log and config
+    _used(chosen, "config.yaml")
     (tmp_path / "work_dirs" / "nano_relu").mkdir()  # another config's folder is not one of nano's runs
     assert choose_work_dir(base)[0] == tmp_path / "work_dirs" / "nano3"
     assert choose_work_dir(base, exist_ok=True) == (base, None)
@@ -48,3 +49,14 @@ def test_network_settings_leave_out_what_only_initialises():
     keys = network_settings({"num_classes": 2, "imgsz": [192, 192], "lr": 0.01,
                              "model": {"widen_factor": 0.25, "act": "relu", "prior_prob": 0.01, "reg_prior": 2.0}})
     assert keys == {"num_classes": 2, "model.widen_factor": 0.25, "model.act": "relu"}
+
+
+def test_a_run_that_stopped_before_reading_its_data_is_no_earlier_run(tmp_path):
+    base = tmp_path / "nano"
+    base.mkdir()
+    (base / "train.log").write_text("Error: data_root 'x' does not exist\n")
+    assert not holds_a_run(base)
+    assert choose_work_dir(base) == (base, None)
+    (base / "config.yaml").write_text("name: nano\n")
+    assert holds_a_run(base)
+    assert choose_work_dir(base)[0] == tmp_path / "nano2"
