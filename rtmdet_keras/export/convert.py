@@ -6,6 +6,13 @@ once per format (:func:`convert_saved_model`), writes each model's JSON and op t
 (:mod:`rtmdet_keras.export.metadata`, :mod:`rtmdet_keras.export.mcu`), optionally C arrays and a Vela
 compilation, and runs the self-check (:mod:`rtmdet_keras.export.check`). The formats, layouts and the
 input contract: :mod:`rtmdet_keras.export`.
+
+int16x8 caveat (a TFLite limitation, not ours): the converter quantises int16x8 with its older quantiser
+(``calibrate_and_quantize``; int8 goes through the MLIR one), and when the float graph shares one bias
+constant between several convolutions (it merges bit-identical constants, e.g. the same ``-4.595`` prior
+bias of an untrained head at every level) that quantiser converts the bias once, with the scale of its
+first consumer, and the others read it with the wrong scale. Trained networks have distinct biases; an
+untrained one can give saturated outputs (docs/benchmarks.md, "Export targets").
 """
 
 from __future__ import annotations
