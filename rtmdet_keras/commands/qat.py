@@ -11,7 +11,7 @@ from rtmdet_keras.cli import VariadicCfgCommand, config_options
 from rtmdet_keras.data import DatasetError, ImageReadError
 from rtmdet_keras.commands.common import command_config_and_model
 from rtmdet_keras.runtime.layout import ExportError
-from rtmdet_keras.qat.settings import QATError, _qat_epochs_from_options
+from rtmdet_keras.qat.settings import QATError, qat_epochs_from_options
 
 
 @click.command("qat", cls=VariadicCfgCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +42,7 @@ def qat_command(args, config, cfg_options, checkpoint, work_dir, resume, no_base
     from rtmdet_keras.training.callbacks import TrainingDiverged
 
     cfg, model_path = command_config_and_model(args, config, cfg_options, checkpoint=checkpoint)
-    _qat_epochs_from_options(cfg, cfg_options)
+    qat_epochs_from_options(cfg, cfg_options)
     if model_path.suffix == ".tflite" or model_path.is_dir():
         raise click.ClickException(f"{model_path}: QAT starts from a Keras model (.keras or "
                                    "epoch_N.ckpt.npz) or an mmdetection/SSCMA checkpoint (.pth or converted .npz)")

@@ -127,7 +127,9 @@ def format_check_table(rows: Dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_images(cfg, check_dataset, n, fallback):
+def check_images(cfg, check_dataset, n, fallback):
+    """``n`` letterboxed images for the self-check: of ``check_dataset``, else the validation split, else
+    ``fallback`` (the calibration images)."""
     if check_dataset is None:
         try:
             check_dataset = load_split(cfg, "val")
@@ -144,7 +146,7 @@ def run_self_check(network, cfg, paths, formats, check_dataset, n_images, fallba
     """Compare every exported ``.tflite`` of ``paths`` with ``network`` on ``n_images`` images of
     ``check_dataset`` (default: the validation split, else ``fallback``, the calibration images), print
     the table and add each model's row to its JSON as ``check``."""
-    images = _check_images(cfg, check_dataset, n_images, fallback)
+    images = check_images(cfg, check_dataset, n_images, fallback)
     if images is None:
         print_fn("self-check skipped: no validation or calibration images")
         return

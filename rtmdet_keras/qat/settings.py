@@ -32,7 +32,7 @@ def check_recipe(q, export_weights: str) -> None:
                        f"{q.freeze_observer_ratio} and {q.freeze_bn_ratio}")
 
 
-def _qat_epochs_from_options(cfg, cfg_options) -> None:
+def qat_epochs_from_options(cfg, cfg_options) -> None:
     """``max_epochs=N`` (or its alias ``epochs=N``) on the QAT command line means the QAT epochs."""
     given = parse_overrides(list(cfg_options or ()))
     if ("max_epochs" in given or "epochs" in given) and not ("qat" in given and "epochs" in given["qat"]):

@@ -35,7 +35,7 @@ def main(argv=None):
     mark("import tensorflow")
     from rtmdet_keras.commands.common import command_config_and_model
     from rtmdet_keras.export.calibration import calibration_images, load_split_for
-    from rtmdet_keras.export.check import _check_images, compare_with_keras
+    from rtmdet_keras.export.check import check_images, compare_with_keras
     from rtmdet_keras.export.convert import convert_saved_model, write_saved_model
     from rtmdet_keras.export.mcu import graph_summary, op_report
     from rtmdet_keras.runtime.loading import load_network
@@ -72,7 +72,7 @@ def main(argv=None):
             f.write(flat)
         op_report(graph_summary(tfl))
         mark("op report")
-        images = _check_images(cfg, None, 8, calib)
+        images = check_images(cfg, None, 8, calib)
         det = TFLiteDetector(tfl, cfg=cfg)
         compare_with_keras(network, lambda x: det(x, cfg), images, cfg)
         mark("self-check (8 images)")

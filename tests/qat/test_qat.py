@@ -280,20 +280,20 @@ def test_importing_qat_does_not_import_tfmot():
 
 def test_max_epochs_on_the_command_line_means_qat_epochs():
     from rtmdet_keras import load_config
-    from rtmdet_keras.qat.settings import _qat_epochs_from_options
+    from rtmdet_keras.qat.settings import qat_epochs_from_options
 
     opts = ["max_epochs=7"]
     cfg = load_config("nano", opts)
-    _qat_epochs_from_options(cfg, opts)
+    qat_epochs_from_options(cfg, opts)
     assert cfg.qat.epochs == 7
     opts = ["epochs=6"]  # the alias SSCMA's tutorial uses
     cfg = load_config("nano", opts)
-    _qat_epochs_from_options(cfg, opts)
+    qat_epochs_from_options(cfg, opts)
     assert cfg.qat.epochs == 6
     cfg = load_config("nano")  # the preset's max_epochs (300) is the training run's, not QAT's
-    _qat_epochs_from_options(cfg, [])
+    qat_epochs_from_options(cfg, [])
     assert cfg.qat.epochs == 5
     opts = ["max_epochs=7", "qat.epochs=2"]  # explicit qat.epochs wins
     cfg = load_config("nano", opts)
-    _qat_epochs_from_options(cfg, opts)
+    qat_epochs_from_options(cfg, opts)
     assert cfg.qat.epochs == 2
