@@ -12,7 +12,9 @@ int16x8 caveat (a TFLite limitation, not ours): the converter quantises int16x8 
 constant between several convolutions (it merges bit-identical constants, e.g. the same ``-4.595`` prior
 bias of an untrained head at every level) that quantiser converts the bias once, with the scale of its
 first consumer, and the others read it with the wrong scale. Trained networks have distinct biases; an
-untrained one can give saturated outputs (docs/benchmarks.md, "Export targets").
+untrained one can give saturated outputs (docs/benchmarks.md, "Export targets"); every integer export is
+checked for it (:func:`rtmdet_keras.export.mcu.bias_scale_problems`: a WARNING and the model JSON's
+``problems``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from rtmdet_keras.export.calibration import (calibration_images, fast_calibratio
 from rtmdet_keras.export.check import run_self_check
 from rtmdet_keras.export.formats import (CALIBRATORS, DEFAULT_CALIBRATOR, DEFAULT_FORMATS, FORMATS,
                                           INTEGER_FORMATS)
-from rtmdet_keras.export.mcu import (format_op_table, graph_summary, int8_graph_problems, op_report, report_c_array,
-                                         report_vela)
+from rtmdet_keras.export.mcu import (bias_scale_problems, format_op_table, graph_summary, int8_graph_problems,
+                                     op_report, report_c_array, report_vela)
 from rtmdet_keras.export.metadata import export_metadata, write_json
 from rtmdet_keras.export.vela import VelaError, find_vela
 from rtmdet_keras.files import atomic_write_bytes
@@ -335,6 +337,8 @@ def _describe_model(path, fmt, job, export_seconds, seconds) -> dict:
         meta["calibrator"] = job["calibrator"] if fmt == "int8" else "tflite"
     if fmt == "int8":
         meta["problems"] = int8_graph_problems(summary, job["int8_input"])
+    if fmt in INTEGER_FORMATS:
+        meta["problems"] = meta.get("problems", []) + bias_scale_problems(path)
     write_json(path.with_suffix(".json"), meta)
     print_fn(f"\n{path} ({path.stat().st_size / 1024:.0f} KiB, {seconds:.1f} s): "
              f"input {meta['input']['dtype']} {meta['input']['shape']}"

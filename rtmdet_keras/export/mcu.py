@@ -137,6 +137,41 @@ def int8_graph_problems(path_or_summary, input_type: str = "int8") -> list:
     return list(dict.fromkeys(problems))
 
 
+_BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def bias_scale_problems(path, rtol: float = 1e-3) -> list:
+    """Integer convolutions whose bias is not quantised with input scale x weight scale, the scale the
+    kernel adds it with: their outputs are wrong. TFLite's converter merges equal bias constants into one
+    tensor; its int16x8 quantiser then quantises that tensor once, for the first convolution that uses
+    it (docs/benchmarks.md, "Export targets"). Trained networks rarely share a bias; untrained ones do."""
+    it = open_interpreter(path)
+    details = {int(d["index"]): d for d in it.get_tensor_details()}
+    signatures = it.get_signature_list()
+    key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+    outputs = ({int(d["index"]): name for name, d in it.get_signature_runner(key).get_output_details().items()}
+               if key else {})
+    problems = []
+    for op in it._get_ops_details():  # as graph_summary: the only public-enough list of operators
+        ins = [int(i) for i in op["inputs"]]
+        if op["op_name"] not in _BIAS_OPS or len(ins) < 3 or min(ins[:3]) < 0:
+            continue
+        x, w, b = (details[i] for i in (ins[:3] if op["op_name"] != "TRANSPOSE_CONV" else ins[1:4]))
+        if not np.issubdtype(b["dtype"], np.integer):
+            continue
+        sx, sw, sb = (np.asarray(t["quantization_parameters"]["scales"], np.float64) for t in (x, w, b))
+        if not (sx.size and sw.size and sb.size):
+            continue
+        want = sx[0] * sw
+        ratio = float(np.max(np.abs(sb / want - 1.0))) if sb.shape == want.shape else np.inf
+        if ratio > rtol:
+            out = outputs.get(int(op["outputs"][0]), details[int(op["outputs"][0])]["name"])
+            problems.append(f"{op['op_name']} -> {out}: bias {b['name']} is quantised for another op's scale "
+                            f"({sb.ravel()[0]:.3g} where input x weight scale is {want.ravel()[0]:.3g}); "
+                            f"this op's outputs are wrong")
+    return problems
+
+
 def report_c_array(tflite_path, meta, print_fn, note=None) -> None:
     """Write ``tflite_path`` as a C array (:func:`~rtmdet_keras.export.c_array.write_c_array`) and say where."""
     files = write_c_array(tflite_path, meta=meta, note=note)

@@ -1,12 +1,14 @@
 """int16x8 export (16-bit activations, 8-bit weights): int16 from input to outputs, int8 weights, closer to
 the Keras network than int8, and run by the evaluation's TFLite runner like any other export."""
 
+import json
+
 import numpy as np
 import pytest
 
 from rtmdet_keras.config import load_config
-from rtmdet_keras.export.mcu import graph_summary
-from tests.export.export_check import compare_keras_tflite, synthetic_images
+from rtmdet_keras.export.mcu import bias_scale_problems, graph_summary
+from tests.export.export_check import compare_keras_tflite, standin_network, synthetic_images
 
 SIZE = 64
 
@@ -45,8 +47,31 @@ def test_int16x8_export_is_16_bit_and_more_accurate_than_int8(tmp_path):
     err8 = max(v["max"] for v in r8["outputs"].values())
     assert err16 <= err8, (err16, err8)
     assert r16["box_max"] < 0.5  # pixels
+    assert bias_scale_problems(paths["int16x8"]) == []  # every conv has a bias of its own
 
     runner = load_model_runner(cfg, paths["int16x8"])  # what `rtmdet evaluate --tflite` uses
     out = runner(images[6:8])
     assert set(out) == {f"{k}_p{i}" for k in ("cls", "reg") for i in (3, 4, 5)}
     assert out["cls_p3"].shape == (2, SIZE // 8, SIZE // 8, 2) and out["cls_p3"].dtype == np.float32
+
+
+@pytest.mark.slow
+def test_a_bias_quantised_for_another_convolution_is_reported(tmp_path):
+    """The stand-in network's head convs of every level start with the same bias; TFLite merges the equal
+    constants and its int16x8 quantiser gives the shared tensor the first conv's scale (int8 copies it
+    per conv). The check must name exactly the convs whose outputs are then wrong."""
+    from rtmdet_keras.export.convert import export_tflite
+
+    cfg = load_config("nano", [f"imgsz={SIZE}", "num_classes=2"])
+    network = standin_network((SIZE, SIZE), num_classes=2)
+    images = synthetic_images(8, (SIZE, SIZE))
+    paths = export_tflite(network, cfg, tmp_path, formats=("int8", "int16x8"), calib_dataset=images[:6],
+                          check=False, saved_model=False, print_fn=lambda *a: None)
+    flagged = bias_scale_problems(paths["int16x8"])
+    errors = compare_keras_tflite(network, paths["int16x8"], images[6:])["outputs"]
+    wrong = {name for name, e in errors.items() if e["max"] > 0.1}
+    assert wrong, errors  # the defect shows on this network
+    assert {name for name in errors if any(f"-> {name}:" in p for p in flagged)} == wrong, (flagged, errors)
+    assert bias_scale_problems(paths["int8"]) == []
+    meta = json.loads(paths["int16x8"].with_suffix(".json").read_text())
+    assert meta["problems"] == flagged
