@@ -112,7 +112,9 @@ def _worker(data_root, work_dir, out_json):
     from rtmdet_keras.qat.run import qat
 
     result = {}
-    summary = qat(qat_cfg, float_path, work_dir=work_dir / "qat", baselines=False, verbose=0, print_fn=lines.append)
+    # With the baselines, as the command runs by default: the float model and its PTQ export run after tfmot is
+    # imported (the imports above), which switches tf.keras to tf_keras for the rest of the process.
+    summary = qat(qat_cfg, float_path, work_dir=work_dir / "qat", verbose=0, print_fn=lines.append)
     result["log"] = [str(line) for line in lines]
     result["summary"] = {k: v for k, v in summary.items() if k != "table"}
 
@@ -187,6 +189,12 @@ def test_qat_on_an_sscma_checkpoint(qat_run):
     assert "converted from an SSCMA/mmyolo-layout checkpoint" in r["stdout"]  # qat's load of the .npz
     assert (work / "qat" / "best_qat.weights.h5").is_file()
     assert r["summary"]["steps"] == 3
+    # The default baselines: the float model and its post-training-quantised export, scored like the QAT model.
+    metrics = r["summary"]["metrics"]
+    assert list(metrics) == ["float Keras", "int8 PTQ", "QAT fake-quant Keras", "int8 QAT"]
+    assert all(0.0 <= m["bbox_mAP"] <= 1.0 for m in metrics.values())
+    ptq = Path(r["summary"]["paths"]["ptq_int8"])
+    assert ptq.is_file() and json.loads(ptq.with_suffix(".json").read_text())["problems"] == []
 
 
 @pytest.mark.slow
@@ -252,7 +260,7 @@ def test_qat_run_writes_resumable_state_and_freezes_on_schedule(qat_run):
     assert "activation ranges (observers) frozen from step 1" in log
     assert "BatchNorm statistics frozen from step 2" in log
     assert r["summary"]["steps"] == 3 and r["summary"]["best_epoch"] == 1
-    assert set(r["summary"]["metrics"]) == {"QAT fake-quant Keras", "int8 QAT"}
+    assert set(r["summary"]["metrics"]) == {"float Keras", "int8 PTQ", "QAT fake-quant Keras", "int8 QAT"}
     assert r["resume"] == {"epoch": 1, "iterations": 3, "weights_equal": True}
 
 
