@@ -175,7 +175,7 @@ class CocoEarlyStopping(keras.callbacks.Callback):
     count as evaluations). Checked at each evaluation: with ``val_interval=10`` and ``patience=5`` the run
     stops at the first evaluation 5 or more epochs after the best.
 
-    It sets ``model.stop_training``, which ends the ``fit`` it runs in; train.py then skips stage 2.
+    It sets ``model.stop_training``, which ends the ``fit`` it runs in; the run (training/run.py) then skips stage 2.
     ``best`` and ``best_epoch`` (1-based) carry a resumed run's record; ``best_epoch`` is also where the
     count starts before any evaluation.
     """
@@ -211,12 +211,12 @@ def _is_keras_default(method) -> bool:
 
 
 class ContinuousCallbacks(keras.callbacks.Callback):
-    """Shows ``callbacks`` a run of several ``fit`` calls (train.py's stage 1 and stage 2) as one training:
+    """Shows ``callbacks`` a run of several ``fit`` calls (stage 1 and stage 2 of training/run.py) as one training:
     ``on_train_begin`` once, at the start of the first; ``on_train_end`` once, from :meth:`finish`; the
     epoch and batch events as they come (the second ``fit`` starts at ``initial_epoch``, so the epochs
     number on); and ``params["epochs"]`` the run's total, ``epochs``. Keras' ``EarlyStopping`` and
     ``CSVLogger`` so behave as in a single ``fit``, and a ``model.stop_training`` set in stage 1 ends the
-    run (train.py does not start stage 2).
+    run (training/run.py does not start stage 2).
 
     Only the events of ``fit`` itself are forwarded: training uses no ``validation_data``, so there are
     no test events. A batch hook that none of ``callbacks`` overrides stays Keras' no-op default here

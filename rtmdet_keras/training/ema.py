@@ -82,7 +82,7 @@ class ExpMomentumEMA(keras.callbacks.Callback):
 
     def detach(self) -> None:
         """Take the update out of the model's training step (it stays in after ``fit`` so that the next
-        ``fit``, e.g. train.py's stage 2, reuses the compiled step instead of tracing it again)."""
+        ``fit``, e.g. the run's stage 2 (training/run.py), reuses the compiled step instead of tracing it again)."""
         if self._in_step:
             self.model.detach_step_hook(self._step_update)
             self._in_step = False

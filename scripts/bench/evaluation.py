@@ -1,4 +1,4 @@
-"""What one evaluation during training costs: ``CocoEvalCallback.on_epoch_end`` as train.py builds it.
+"""What one evaluation during training costs: ``CocoEvalCallback.on_epoch_end`` as training/run.py builds it.
 
 ``python scripts/benchmark.py evaluation [--config nano.yaml] [--data datasets/demo] [--imgsz 192] [--rounds 10]``
 

@@ -7,7 +7,7 @@ The detector, optimiser, pipeline and callbacks are built as ``rtmdet_keras.trai
 
 - ``const``: ``fit`` on one batch of the stage's pipeline, repeated (network + assigner + losses + AdamW);
 - ``pipeline``: ``fit`` on the real augmentation pipeline, no callbacks, no progress bar;
-- ``train``: the real pipeline with the per-step callbacks train.py adds (NaN guard, EMA, TensorBoard,
+- ``train``: the real pipeline with the per-step callbacks training/run.py adds (NaN guard, EMA, TensorBoard,
   learning-rate logger) and the progress bar, as a training run has them (the per-epoch COCO evaluation
   and checkpoint are not timed here; the vs_ultralytics harness times whole runs);
 - ``yolo``: Ultralytics YOLO11n from ``yolo11n.yaml`` on the same images, imgsz, batch and threads, in the
