@@ -2,8 +2,8 @@
 
 ``python -m rtmdet_keras.export configs/nano.yaml work_dirs/nano/best_coco_bbox_mAP.keras --int8``
 
-No ONNX hop: the functional network is wrapped in Keras ``ExportArchive`` endpoints (any batch for
-the SavedModel's ``serving_default``; a static ``[1, H, W, 3]`` float32 input for TFLite), written as
+No ONNX hop: the functional network is traced as two concrete functions (any batch for the
+SavedModel's ``serving_default``; a static ``[1, H, W, 3]`` float32 input for TFLite), written as
 one SavedModel and converted with ``tf.lite.TFLiteConverter.from_saved_model``
 (``from_concrete_functions`` would leave the variables unfrozen). Int8 is full-integer: int8 weights
 and activations, ``TFLITE_BUILTINS_INT8`` only (no float fallback), int8 (or uint8) input, int8
