@@ -121,9 +121,10 @@ def transfer_weights(src_model, dst_model, on_diverged_shared: str = "error", at
             shape mismatches, or diverged shared copies.
     """
     src = weighted_layers(src_model)
-    match = match_weights(weighted_layers(dst_model), named_weights(src_model), merge=on_diverged_shared, atol=atol)
+    table = named_weights(src_model)
+    match = match_weights(weighted_layers(dst_model), table, merge=on_diverged_shared, atol=atol)
     unmatched_dst = list(dict.fromkeys(k.rpartition("/")[0] for k in match.missing))
-    unused_src = list(dict.fromkeys(k.rpartition("/")[0] for k in match.leftover(named_weights(src_model))))
+    unused_src = list(dict.fromkeys(k.rpartition("/")[0] for k in match.leftover(table)))
     if unmatched_dst or unused_src:
         raise ValueError(
             f"transfer_weights({src_model.name} -> {dst_model.name}): layers do not match by name. "
