@@ -128,8 +128,6 @@ def _captured_stderr():
                     print(tail, file=sys.stderr)
 
 
-
-
 def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.ndarray] = None,
                         int8_input: str = "int8", calibrator: str = DEFAULT_CALIBRATOR) -> bytes:
     """Convert the batch-1 signature of a SavedModel from :func:`write_saved_model` to a ``.tflite``
@@ -181,8 +179,6 @@ def convert_saved_model(saved_model_dir, fmt: str, representative: Optional[np.n
         raise ExportError(f"TFLite conversion to {fmt} failed: {type(e).__name__}: {str(e)[-2000:]}") from None
 
 
-
-
 @contextlib.contextmanager
 def _calibration(fast: bool):
     """The conversion's calibrator: TFLite's own, or (``fast``) :mod:`rtmdet_keras.export.calibration`'s in its place."""
@@ -195,8 +191,6 @@ def _calibration(fast: bool):
         yield
 
 
-
-
 def _class_names(cfg, *datasets):
     names = cfg.class_names
     for ds in datasets:
@@ -207,8 +201,6 @@ def _class_names(cfg, *datasets):
         raise ExportError(f"the data set has {len(names)} classes ({', '.join(names)}) but the config has "
                           f"num_classes {cfg.num_classes}")
     return names
-
-
 
 
 def export_tflite(network, cfg, out_dir, formats: Sequence[str] = DEFAULT_FORMATS, calib_dataset=None,
@@ -348,7 +340,7 @@ def _describe_model(path, fmt, job, export_seconds, seconds) -> dict:
     if fmt == "int8":
         meta["problems"] = int8_graph_problems(summary, job["int8_input"])
     if fmt in INTEGER_FORMATS:
-        meta["problems"] = meta.get("problems", []) + bias_scale_problems(path)
+        meta["problems"] = meta.get("problems", []) + bias_scale_problems(summary)
     write_json(path.with_suffix(".json"), meta)
     print_fn(f"\n{path} ({path.stat().st_size / 1024:.0f} KiB, {seconds:.1f} s): "
              f"input {meta['input']['dtype']} {meta['input']['shape']}"

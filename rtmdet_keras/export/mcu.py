@@ -41,18 +41,24 @@ def graph_summary(path) -> dict:
     """Operators and tensors of a ``.tflite`` (its first subgraph).
 
     Returns ``{"ops": [{"op", "inputs": [(dtype, is_const)], "outputs": [dtype], "input_ids", "output_ids"}],
-    "tensors": {index: {"name", "dtype", "shape", "shape_signature"}}, "graph_inputs", "graph_outputs"}``.
-    A tensor is *constant* when no operator produces it and it is not a graph input (weights, biases,
-    shapes, paddings).
+    "tensors": {index: {"name", "dtype", "shape", "shape_signature", "scales"}}, "graph_inputs",
+    "graph_outputs", "output_names": {index: signature output name}}``. A tensor is *constant* when no
+    operator produces it and it is not a graph input (weights, biases, shapes, paddings); ``scales`` are
+    its quantisation scales (one per channel, or one; empty for a float tensor).
     """
     it = open_interpreter(path)
     tensors = {}
     for d in it.get_tensor_details():
         tensors[int(d["index"])] = {"name": d["name"], "dtype": _dtype_name(d["dtype"]),
                                     "shape": [int(v) for v in d["shape"]],
-                                    "shape_signature": [int(v) for v in d.get("shape_signature", d["shape"])]}
+                                    "shape_signature": [int(v) for v in d.get("shape_signature", d["shape"])],
+                                    "scales": [float(v) for v in d["quantization_parameters"]["scales"]]}
     graph_inputs = [int(d["index"]) for d in it.get_input_details()]
     graph_outputs = [int(d["index"]) for d in it.get_output_details()]
+    signatures = it.get_signature_list()
+    key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+    output_names = ({int(d["index"]): name for name, d in it.get_signature_runner(key).get_output_details().items()}
+                    if key else {})
     ops = it._get_ops_details()  # the only public-enough way to list operators from Python
     produced = {int(o) for op in ops for o in op["outputs"] if o >= 0}
     rows = []
@@ -65,7 +71,8 @@ def graph_summary(path) -> dict:
             "outputs": [tensors[o]["dtype"] for o in outs],
             "input_ids": ins, "output_ids": outs,
         })
-    return {"ops": rows, "tensors": tensors, "graph_inputs": graph_inputs, "graph_outputs": graph_outputs}
+    return {"ops": rows, "tensors": tensors, "graph_inputs": graph_inputs, "graph_outputs": graph_outputs,
+            "output_names": output_names}
 
 
 def op_report(path_or_summary) -> list:
@@ -137,38 +144,30 @@ def int8_graph_problems(path_or_summary, input_type: str = "int8") -> list:
     return list(dict.fromkeys(problems))
 
 
-_BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+_BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # inputs: data, weights, bias
 
 
-def bias_scale_problems(path, rtol: float = 1e-3) -> list:
+def bias_scale_problems(path_or_summary, rtol: float = 1e-3) -> list:
     """Integer convolutions whose bias is not quantised with input scale x weight scale, the scale the
     kernel adds it with: their outputs are wrong. TFLite's converter merges equal bias constants into one
     tensor; its int16x8 quantiser then quantises that tensor once, for the first convolution that uses
     it (docs/benchmarks.md, "Export targets"). Trained networks rarely share a bias; untrained ones do."""
-    it = open_interpreter(path)
-    details = {int(d["index"]): d for d in it.get_tensor_details()}
-    signatures = it.get_signature_list()
-    key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
-    outputs = ({int(d["index"]): name for name, d in it.get_signature_runner(key).get_output_details().items()}
-               if key else {})
+    s = path_or_summary if isinstance(path_or_summary, dict) else graph_summary(path_or_summary)
     problems = []
-    for op in it._get_ops_details():  # as graph_summary: the only public-enough list of operators
-        ins = [int(i) for i in op["inputs"]]
-        if op["op_name"] not in _BIAS_OPS or len(ins) < 3 or min(ins[:3]) < 0:
+    for op in s["ops"]:
+        if op["op"] not in _BIAS_OPS or len(op["input_ids"]) < 3 or not op["inputs"][2][0].startswith("int"):
             continue
-        x, w, b = (details[i] for i in (ins[:3] if op["op_name"] != "TRANSPOSE_CONV" else ins[1:4]))
-        if not np.issubdtype(b["dtype"], np.integer):
-            continue
-        sx, sw, sb = (np.asarray(t["quantization_parameters"]["scales"], np.float64) for t in (x, w, b))
+        x, w, b = (s["tensors"][i] for i in op["input_ids"][:3])
+        sx, sw, sb = (np.asarray(t["scales"], np.float64) for t in (x, w, b))
         if not (sx.size and sw.size and sb.size):
             continue
         want = sx[0] * sw
         ratio = float(np.max(np.abs(sb / want - 1.0))) if sb.shape == want.shape else np.inf
         if ratio > rtol:
-            out = outputs.get(int(op["outputs"][0]), details[int(op["outputs"][0])]["name"])
-            problems.append(f"{op['op_name']} -> {out}: bias {b['name']} is quantised for another op's scale "
-                            f"({sb.ravel()[0]:.3g} where input x weight scale is {want.ravel()[0]:.3g}); "
-                            f"this op's outputs are wrong")
+            out = op["output_ids"][0]
+            out = s["output_names"].get(out, s["tensors"][out]["name"])
+            problems.append(f"{op['op']} -> {out}: bias {b['name']} is quantised for another op's scale "
+                            f"({sb[0]:.3g} where input x weight scale is {want[0]:.3g}); this op's outputs are wrong")
     return problems
 
 
