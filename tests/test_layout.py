@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rtmdet_keras"
@@ -90,8 +91,9 @@ def _targets(module: str, is_package: bool, node, modules) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=1)  # the tests below read the same tree
 def _scan():
-    """(edges, main-only edges, lazy internal imports, unexplained lazy imports, long things)."""
+    """(modules, import edges, lazy internal imports, unexplained lazy imports, what is too long)."""
     modules = _modules()
     edges, lazy_internal, lazy_unexplained, too_long = {}, [], [], []
     for module, path in modules.items():
